@@ -1,0 +1,155 @@
+import CLibEvent
+import Glibc
+import Synchronization
+
+/// One libevent `event_base` driven by one dedicated thread; other threads hand it work through
+/// `execute`, which is the only call that is safe off the loop thread (it wakes the loop with
+/// `event_active`, as libevent allows once `evthread_use_pthreads()` has run).
+public final class EventLoop: @unchecked Sendable {  // `base` and its events are used only on the loop thread; `mailbox` is behind a Mutex
+    /// The libevent base; use it only on this loop's thread.
+    public let base: OpaquePointer
+    /// The name of the loop thread, for debuggers and logs.
+    public let name: String
+    /// The internal event that `execute` activates to wake the loop.
+    private var wakeEvent: OpaquePointer?
+    /// Work queued by other threads, and whether a wake-up is already pending.
+    private let mailbox = Mutex<Mailbox>(Mailbox())
+    /// Set once the loop thread has finished; resumes whoever waits in `stop()`.
+    private let finished = Mutex<FinishState>(.running([]))
+    /// The loop thread's pthread id, for `isInLoopThread`.
+    private let threadID = Mutex<pthread_t?>(nil)
+
+    private struct Mailbox {
+        var work: [@Sendable () -> Void] = []
+        var wakePending = false
+    }
+
+    private enum FinishState {
+        case running([CheckedContinuation<Void, Never>])
+        case finished
+    }
+
+    /// Makes libevent thread-aware; must run before the first `event_base_new`. Idempotent.
+    public static func enableThreading() {
+        _ = threadingEnabled
+    }
+
+    private static let threadingEnabled: Bool = {
+        precondition(evthread_use_pthreads() == 0, "evthread_use_pthreads failed")
+        return true
+    }()
+
+    public init(name: String) {
+        Self.enableThreading()
+        guard let base = event_base_new() else { preconditionFailure("event_base_new failed") }
+        self.base = base
+        self.name = name
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        self.wakeEvent = event_new(base, -1, 0, { _, _, context in
+            Unmanaged<EventLoop>.fromOpaque(context!).takeUnretainedValue().runMailbox()
+        }, context)
+    }
+
+    deinit {
+        if let wakeEvent { event_free(wakeEvent) }
+        event_base_free(base)
+    }
+
+    /// Starts the loop thread. The loop runs until `stop()`.
+    public func start() {
+        spawnThread { [self] in
+            self.threadID.withLock { $0 = pthread_self() }
+            event_base_loop(self.base, EVLOOP_NO_EXIT_ON_EMPTY)
+            self.runMailbox()
+            let waiters = self.finished.withLock { state -> [CheckedContinuation<Void, Never>] in
+                guard case .running(let waiters) = state else { return [] }
+                state = .finished
+                return waiters
+            }
+            waiters.forEach { $0.resume() }
+        }
+    }
+
+    /// True on this loop's own thread.
+    public var isInLoopThread: Bool {
+        guard let id = threadID.withLock({ $0 }) else { return false }
+        return pthread_equal(id, pthread_self()) != 0
+    }
+
+    /// Runs `work` on the loop thread, soon. Safe from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        let needsWake = mailbox.withLock { box -> Bool in
+            box.work.append(work)
+            if box.wakePending { return false }
+            box.wakePending = true
+            return true
+        }
+        if needsWake, let wakeEvent {
+            event_active(wakeEvent, Int32(EV_READ), 0)
+        }
+    }
+
+    /// Runs `work` on the loop thread after `delay`; call only on the loop thread.
+    public func schedule(after delay: Duration, _ work: @escaping () -> Void) {
+        let box = Unmanaged.passRetained(TimerBox(work)).toOpaque()
+        var tv = timeval(delay)
+        event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, context in
+            let box = Unmanaged<TimerBox>.fromOpaque(context!).takeRetainedValue()
+            box.work()
+        }, box, &tv)
+    }
+
+    /// Stops the loop after the work queued so far and waits until its thread has finished.
+    public func stop() async {
+        execute { [self] in event_base_loopbreak(self.base) }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = finished.withLock { state -> Bool in
+                guard case .running(var waiters) = state else { return true }
+                waiters.append(continuation)
+                state = .running(waiters)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    /// Runs everything queued by `execute`, in order.
+    private func runMailbox() {
+        let work = mailbox.withLock { box -> [@Sendable () -> Void] in
+            box.wakePending = false
+            return box.work.isEmpty ? [] : { defer { box.work.removeAll(keepingCapacity: true) }; return box.work }()
+        }
+        for item in work { item() }
+    }
+}
+
+/// Runs `body` on a new detached pthread (Foundation's `Thread` would bring Dispatch's `fd_set`,
+/// which clashes with libevent's headers).
+private func spawnThread(_ body: @escaping () -> Void) {
+    let box = Unmanaged.passRetained(TimerBox(body)).toOpaque()
+    var thread = pthread_t()
+    let status = pthread_create(&thread, nil, { context in
+        Unmanaged<TimerBox>.fromOpaque(context!).takeRetainedValue().work()
+        return nil
+    }, box)
+    precondition(status == 0, "pthread_create failed: \(status)")
+    pthread_detach(thread)
+}
+
+/// A closure kept alive while libevent (or a new thread) holds it.
+private final class TimerBox {
+    let work: () -> Void
+    init(_ work: @escaping () -> Void) { self.work = work }
+}
+
+extension timeval {
+    /// A `timeval` for a Swift `Duration` (negative durations become zero).
+    public init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        if seconds < 0 || (seconds == 0 && attoseconds < 0) {
+            self.init(tv_sec: 0, tv_usec: 0)
+        } else {
+            self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        }
+    }
+}

@@ -1,0 +1,249 @@
+import CLibEvent
+import EventLoopCore
+import Glibc
+import Logging
+
+/// One client connection on one event loop: reads requests, hands each to the responder as a
+/// Swift task, and writes the answers back in order. Requests on one connection are served one
+/// at a time, so pipelined requests are answered in the order they came.
+final class HTTPConnection: @unchecked Sendable {  // every mutable property is touched only on `owner.loop`'s thread
+    private enum State {
+        /// Waiting for (more of) a request.
+        case reading
+        /// A handler is running; reading is paused.
+        case handling
+        /// The last answer is queued; close once it is written.
+        case closingAfterWrite
+        /// Answer written, write side shut; discarding input until the client closes.
+        case lingering
+        case closed
+    }
+
+    private unowned let owner: ServerLoop
+    private var context: ServerContext { owner.context }
+    private var bufferEvent: OpaquePointer?
+    private var input: [UInt8] = []
+    private var parser: RequestParser
+    private var state: State = .reading
+    /// The client shut its sending side while a handler ran; answer, then close.
+    private var peerClosedInput = false
+    /// The answer is queued but the output buffer is over its high-water mark.
+    private var waitingForOutput = false
+    /// When the first byte of the request being read arrived (for the whole-request timeout).
+    private var requestStartedAt: ContinuousClock.Instant?
+
+    init?(owner: ServerLoop, socket: Int32) {
+        self.owner = owner
+        let configuration = owner.context.configuration
+        parser = RequestParser(maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes)
+        guard let bev = bufferevent_socket_new(owner.loop.base, socket, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
+            Glibc.close(socket)
+            return nil
+        }
+        bufferEvent = bev
+    }
+
+    /// Registers the callbacks and starts reading.
+    func start() {
+        guard let bev = bufferEvent else { return }
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(bev, { _, context in
+            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.onReadable() }
+        }, { _, context in
+            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.onOutputDrained() }
+        }, { _, events, context in
+            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.onEvent(events) }
+        }, me)
+        var timeout = timeval(context.configuration.timeout)
+        bufferevent_set_timeouts(bev, &timeout, &timeout)
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+    }
+
+    /// True when no request is being read, handled or answered (safe to close when draining).
+    var isIdle: Bool {
+        state == .reading && !parser.isMidRequest(input) && !waitingForOutput
+    }
+
+    // MARK: Events
+
+    private func onReadable() {
+        guard let bev = bufferEvent, let source = bufferevent_get_input(bev) else { return }
+        let length = evbuffer_get_length(source)
+        if state == .lingering {
+            evbuffer_drain(source, length)
+            return
+        }
+        if length > 0, let bytes = evbuffer_pullup(source, -1) {
+            if input.isEmpty && requestStartedAt == nil { requestStartedAt = .now }
+            input.append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
+            evbuffer_drain(source, length)
+        }
+        if state == .reading { process() }
+    }
+
+    private func onOutputDrained() {
+        switch state {
+        case .closingAfterWrite:
+            linger()
+        case .reading where waitingForOutput:
+            waitingForOutput = false
+            process()
+        default:
+            break
+        }
+    }
+
+    private func onEvent(_ events: Int16) {
+        if events & Int16(BEV_EVENT_EOF) != 0, state == .handling {
+            peerClosedInput = true
+            return
+        }
+        if events & Int16(BEV_EVENT_TIMEOUT) != 0, state == .reading, parser.isMidRequest(input) {
+            fail(RequestParseError(status: 408, message: "Request timed out"))
+            return
+        }
+        close()
+    }
+
+    // MARK: Requests
+
+    /// Parses what has arrived; starts a handler when a whole request is in.
+    private func process() {
+        guard state == .reading, !waitingForOutput else { return }
+        if let started = requestStartedAt, parser.isMidRequest(input),
+           ContinuousClock.now - started > context.configuration.timeout {
+            fail(RequestParseError(status: 408, message: "Request timed out"))
+            return
+        }
+        switch parser.parse(&input) {
+        case .incomplete(let sendContinue):
+            if sendContinue, let bev = bufferEvent {
+                let line = "HTTP/1.1 100 Continue\r\n\r\n"
+                _ = line.utf8.withContiguousStorageIfAvailable { evbuffer_add(bufferevent_get_output(bev), $0.baseAddress, $0.count) }
+            }
+            if input.isEmpty { requestStartedAt = nil }
+        case .failure(let error):
+            fail(error)
+        case .request(let head, let body):
+            requestStartedAt = input.isEmpty ? nil : .now
+            dispatch(head, body: body)
+        }
+    }
+
+    private func dispatch(_ head: RequestHead, body: [UInt8]) {
+        state = .handling
+        if let bev = bufferEvent { bufferevent_disable(bev, Int16(EV_READ)) }
+        let target = head.target
+        let queryStart = target.utf8.firstIndex(of: UInt8(ascii: "?"))
+        let path = queryStart.map { String(target[..<$0]) } ?? target
+        let query = queryStart.map { QueryParameters(target[target.index(after: $0)...]) } ?? QueryParameters("")
+        let request = HTTPRequest(
+            method: head.method, path: path, query: query, headers: head.headers, body: body,
+            requestID: context.requestIDs.id(for: head.headers["X-Request-ID"])
+        )
+        let responder = context.responder
+        let loop = owner.loop
+        context.requestStarted()
+        Task {
+            let response = await responder.respond(to: request)
+            loop.execute { [self] in
+                self.context.requestFinished()
+                self.answer(response, to: head, requestID: request.requestID)
+            }
+        }
+    }
+
+    private func answer(_ response: HTTPResponse, to head: RequestHead, requestID: String) {
+        guard state == .handling, let bev = bufferEvent else { return }
+        let keepAlive = head.keepAlive && !peerClosedInput && !context.isDraining
+        write(response, keepAlive: keepAlive, http10: head.minorVersion == 0,
+              omitBody: head.method == .head, requestID: requestID)
+        if !keepAlive {
+            state = .closingAfterWrite
+            return
+        }
+        state = .reading
+        if evbuffer_get_length(bufferevent_get_output(bev)) > Self.outputHighWater {
+            waitingForOutput = true
+        }
+        bufferevent_enable(bev, Int16(EV_READ))
+        process()
+    }
+
+    /// Answers a request that could not be read, then closes (after lingering).
+    private func fail(_ error: RequestParseError) {
+        guard bufferEvent != nil else { return }
+        write(.error(error.status, error.message), keepAlive: false, http10: false, omitBody: false, requestID: nil)
+        input.removeAll()
+        state = .closingAfterWrite
+    }
+
+    /// Output beyond which pipelined requests wait for the client to read its answers.
+    private static let outputHighWater = 256 * 1024
+
+    // MARK: Writing
+
+    private func write(_ response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?) {
+        guard let bev = bufferEvent else { return }
+        var out: [UInt8] = []
+        out.reserveCapacity(160 + response.body.count)
+        out.append(contentsOf: "HTTP/1.1 \(response.status) \(reasonPhrase(response.status))\r\n".utf8)
+        for (name, value) in response.headers {
+            out.append(contentsOf: name.utf8)
+            out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
+            out.append(contentsOf: value.utf8)
+            out.append(contentsOf: [0x0D, 0x0A])
+        }
+        if response.status != 204 && response.status >= 200 {
+            out.append(contentsOf: "Content-Length: \(response.body.count)\r\n".utf8)
+        }
+        if let requestID, !response.headers.contains("X-Request-ID") {
+            out.append(contentsOf: "X-Request-ID: \(requestID)\r\n".utf8)
+        }
+        if !keepAlive {
+            out.append(contentsOf: "Connection: close\r\n".utf8)
+        } else if http10 {
+            out.append(contentsOf: "Connection: keep-alive\r\n".utf8)
+        }
+        out.append(contentsOf: [0x0D, 0x0A])
+        if !omitBody && response.status != 204 { out.append(contentsOf: response.body) }
+        out.withUnsafeBytes { raw in
+            _ = evbuffer_add(bufferevent_get_output(bev), raw.baseAddress, raw.count)
+        }
+    }
+
+    // MARK: Closing
+
+    /// Shuts the write side and discards input until the client closes or the linger time ends.
+    private func linger() {
+        guard let bev = bufferEvent else { return }
+        state = .lingering
+        shutdown(bufferevent_getfd(bev), Int32(SHUT_WR))
+        var linger = timeval(context.configuration.lingerTimeout)
+        bufferevent_set_timeouts(bev, &linger, nil)
+        bufferevent_enable(bev, Int16(EV_READ))
+    }
+
+    /// Frees the socket now; a handler still running later finds the connection closed.
+    func close() {
+        guard let bev = bufferEvent else { return }
+        bufferEvent = nil
+        state = .closed
+        bufferevent_free(bev)
+        input = []
+        owner.connectionClosed(self)
+    }
+
+    /// Closes if idle; otherwise the current request's answer is the last. Used when draining.
+    func closeIfIdle() -> Bool {
+        if state == .closed { return true }
+        if isIdle || state == .lingering {
+            close()
+            return true
+        }
+        return false
+    }
+}

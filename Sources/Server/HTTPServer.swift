@@ -1,0 +1,238 @@
+import CLibEvent
+import EventLoopCore
+import Glibc
+import Logging
+import Synchronization
+
+/// An HTTP/1.1 server: N event loops (each a thread with its own `event_base`) accept from one
+/// listening socket and pass every request to one `HTTPResponder`.
+public final class HTTPServer: Sendable {
+    private enum State {
+        case idle
+        case running(port: Int, socket: Int32)
+        case draining
+        case stopped
+    }
+
+    private let context: ServerContext
+    private let loops: [ServerLoop]
+    private let state = Mutex<State>(.idle)
+
+    public init(configuration: ServerConfiguration, responder: any HTTPResponder, logger: Logger) {
+        let context = ServerContext(responder: responder, configuration: configuration, logger: logger)
+        self.context = context
+        loops = (0..<max(1, configuration.eventLoops)).map { index in
+            ServerLoop(loop: EventLoop(name: "http-loop-\(index)"), context: context)
+        }
+    }
+
+    /// The port the server listens on (the kernel's choice when configured as 0).
+    public var port: Int {
+        state.withLock { state in
+            if case .running(let port, _) = state { return port }
+            return 0
+        }
+    }
+
+    /// Binds the port and starts the loops; requests are served when this returns.
+    public func start() throws {
+        try state.withLock { state in
+            guard case .idle = state else { throw ServerError.alreadyStarted }
+            signal(SIGPIPE, SIG_IGN)
+            let configuration = context.configuration
+            let socket = try makeListeningSocket(host: configuration.host, port: configuration.port, backlog: configuration.backlog)
+            let port: Int
+            do {
+                port = try boundPort(of: socket)
+            } catch {
+                _ = Glibc.close(socket)
+                throw error
+            }
+            for loop in loops {
+                loop.loop.start()
+                loop.loop.execute { loop.listen(on: socket) }
+            }
+            state = .running(port: port, socket: socket)
+            context.logger.info("listening", metadata: ["host": "\(context.configuration.host)", "port": "\(port)", "loops": "\(loops.count)"])
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to `gracePeriod`, then closes every
+    /// connection and stops the loops. Returns when all of that is done.
+    public func shutdown(gracePeriod: Duration) async {
+        let listeningSocket = state.withLock { state -> Int32? in
+            guard case .running(_, let socket) = state else { return nil }
+            state = .draining
+            return socket
+        }
+        guard let listeningSocket else { return }
+        context.beginDraining()
+        for loop in loops { await loop.stopAccepting() }
+        _ = Glibc.close(listeningSocket)
+        let deadline = ContinuousClock.now + gracePeriod
+        while ContinuousClock.now < deadline {
+            var open = 0
+            for loop in loops { open += await loop.closeIdleConnections() }
+            if open == 0 { break }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        for loop in loops {
+            loop.loop.execute { loop.closeAllConnections() }
+            await loop.loop.stop()
+        }
+        state.withLock { $0 = .stopped }
+        context.logger.info("server stopped")
+    }
+
+    /// Requests read whole whose answer has not been written yet.
+    public var requestsInFlight: Int { context.inFlight.load(ordering: .relaxed) }
+}
+
+/// Why the server could not start.
+public struct ServerError: Error, CustomStringConvertible {
+    public let description: String
+    static let alreadyStarted = ServerError(description: "the server was already started")
+}
+
+// MARK: - Shared state
+
+/// What every connection of one server shares: the responder, the limits, the logger, counters.
+final class ServerContext: Sendable {
+    let responder: any HTTPResponder
+    let configuration: ServerConfiguration
+    let logger: Logger
+    let requestIDs = RequestIDGenerator()
+    /// Requests whose handler started and whose answer is not queued yet, across all loops.
+    let inFlight = Atomic<Int>(0)
+    private let draining = Atomic<Bool>(false)
+
+    init(responder: any HTTPResponder, configuration: ServerConfiguration, logger: Logger) {
+        self.responder = responder
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    var isDraining: Bool { draining.load(ordering: .relaxed) }
+    func beginDraining() { draining.store(true, ordering: .relaxed) }
+    func requestStarted() { inFlight.add(1, ordering: .relaxed) }
+    func requestFinished() { inFlight.subtract(1, ordering: .relaxed) }
+}
+
+// MARK: - One loop
+
+/// One event loop's listener and the connections it accepted.
+final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` are touched only on `loop`'s thread
+    let loop: EventLoop
+    let context: ServerContext
+    private var listener: OpaquePointer?
+    private var connections: [ObjectIdentifier: HTTPConnection] = [:]
+
+    init(loop: EventLoop, context: ServerContext) {
+        self.loop = loop
+        self.context = context
+    }
+
+    func listen(on socket: Int32) {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        listener = evconnlistener_new(loop.base, { _, socket, _, _, context in
+            let serverLoop = Unmanaged<ServerLoop>.fromOpaque(context!).takeUnretainedValue()
+            serverLoop.accept(socket)
+        }, me, LEV_OPT_CLOSE_ON_EXEC, 0, socket)
+        if listener == nil {
+            context.logger.critical("evconnlistener_new failed", metadata: ["loop": "\(loop.name)"])
+        }
+    }
+
+    private func accept(_ socket: Int32) {
+        guard !context.isDraining else {
+            _ = Glibc.close(socket)
+            return
+        }
+        evutil_make_socket_nonblocking(socket)
+        var one: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard let connection = HTTPConnection(owner: self, socket: socket) else { return }
+        connections[ObjectIdentifier(connection)] = connection
+        connection.start()
+    }
+
+    func connectionClosed(_ connection: HTTPConnection) {
+        connections[ObjectIdentifier(connection)] = nil
+    }
+
+    /// Frees this loop's listener (the shared socket stays open); returns once done.
+    func stopAccepting() async {
+        await withCheckedContinuation { continuation in
+            loop.execute { [self] in
+                if let listener { evconnlistener_free(listener) }
+                listener = nil
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Closes idle connections; returns how many are still busy. Call off the loop thread.
+    func closeIdleConnections() async -> Int {
+        await withCheckedContinuation { continuation in
+            loop.execute { [self] in
+                for connection in Array(connections.values) { _ = connection.closeIfIdle() }
+                continuation.resume(returning: connections.count)
+            }
+        }
+    }
+
+    func closeAllConnections() {
+        for connection in Array(connections.values) { connection.close() }
+    }
+}
+
+// MARK: - Sockets
+
+/// A non-blocking listening TCP socket with `SO_REUSEADDR` (not `SO_REUSEPORT`, so a port that
+/// another server holds is an error rather than silently shared).
+private func makeListeningSocket(host: String, port: Int, backlog: Int) throws -> Int32 {
+    var hints = addrinfo()
+    hints.ai_family = AF_UNSPEC
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+    var result: UnsafeMutablePointer<addrinfo>?
+    let status = getaddrinfo(host, String(port), &hints, &result)
+    guard status == 0, let info = result else {
+        throw ServerError(description: "cannot resolve \(host): \(String(cString: gai_strerror(status)))")
+    }
+    defer { freeaddrinfo(result) }
+    let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw ServerError(description: "socket: \(String(cString: strerror(errno)))") }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+        let message = String(cString: strerror(errno))
+        _ = Glibc.close(fd)
+        throw ServerError(description: "cannot bind \(host):\(port): \(message)")
+    }
+    guard Glibc.listen(fd, Int32(backlog)) == 0 else {
+        let message = String(cString: strerror(errno))
+        _ = Glibc.close(fd)
+        throw ServerError(description: "listen: \(message)")
+    }
+    evutil_make_socket_nonblocking(fd)
+    return fd
+}
+
+/// The port a bound socket got.
+private func boundPort(of fd: Int32) throws -> Int {
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    let ok = withUnsafeMutablePointer(to: &storage) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+    }
+    guard ok else { throw ServerError(description: "getsockname: \(String(cString: strerror(errno)))") }
+    switch Int32(storage.ss_family) {
+    case AF_INET:
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) } }
+    case AF_INET6:
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) } }
+    default:
+        throw ServerError(description: "unexpected address family")
+    }
+}

@@ -1,0 +1,117 @@
+/// Writes compact JSON straight into a byte buffer, the way Python's `json.dumps` does with
+/// `ensure_ascii` (what Flask's `jsonify` sends): non-ASCII as `\uXXXX`, surrogate pairs above
+/// the BMP, lowercase hex.
+public struct JSONWriter: Sendable {
+    public private(set) var bytes: [UInt8]
+    /// True when the next key or value needs a comma before it.
+    private var needsComma = false
+
+    public init(capacity: Int = 256) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
+    public mutating func beginObject() { separate(); bytes.append(UInt8(ascii: "{")); needsComma = false }
+    public mutating func endObject() { bytes.append(UInt8(ascii: "}")); needsComma = true }
+    public mutating func beginArray() { separate(); bytes.append(UInt8(ascii: "[")); needsComma = false }
+    public mutating func endArray() { bytes.append(UInt8(ascii: "]")); needsComma = true }
+
+    /// Writes an object key and its colon; the value follows.
+    public mutating func key(_ name: StaticString) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        name.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
+    /// Writes an object key and its colon; the value follows.
+    public mutating func key(_ name: String) {
+        string(name)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
+    public mutating func string(_ value: String) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        var utf8 = value
+        utf8.withUTF8 { raw in
+            if raw.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) {
+                bytes.append(contentsOf: raw)
+            } else {
+                for scalar in value.unicodeScalars { escape(scalar.value) }
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
+    public mutating func int(_ value: Int) {
+        separate()
+        if value >= 0 && value < 10 {
+            bytes.append(UInt8(ascii: "0") + UInt8(value))
+        } else {
+            bytes.append(contentsOf: String(value).utf8)
+        }
+        needsComma = true
+    }
+
+    public mutating func bool(_ value: Bool) {
+        separate()
+        let literal: StaticString = value ? "true" : "false"
+        literal.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        needsComma = true
+    }
+
+    public mutating func null() {
+        separate()
+        bytes.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
+        needsComma = true
+    }
+
+    /// Writes already-encoded text (a timestamp, say) between quotes.
+    public mutating func quotedASCII(_ write: (inout [UInt8]) -> Void) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        write(&bytes)
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
+    public mutating func newline() { bytes.append(UInt8(ascii: "\n")) }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    private mutating func separate() {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+    }
+
+    private mutating func escape(_ value: UInt32) {
+        switch value {
+        case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
+        case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
+        case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+        case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+        case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+        case 0x08: bytes.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+        case 0x0C: bytes.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+        case 0x20..<0x7F: bytes.append(UInt8(truncatingIfNeeded: value))
+        case 0x10000...:
+            let offset = value - 0x10000
+            unicodeEscape(0xD800 | (offset >> 10))
+            unicodeEscape(0xDC00 | (offset & 0x3FF))
+        default: unicodeEscape(value)
+        }
+    }
+
+    private mutating func unicodeEscape(_ value: UInt32) {
+        let hex = Self.hexDigits
+        bytes.append(contentsOf: [0x5C, UInt8(ascii: "u")])
+        bytes.append(hex[Int((value >> 12) & 0xF)])
+        bytes.append(hex[Int((value >> 8) & 0xF)])
+        bytes.append(hex[Int((value >> 4) & 0xF)])
+        bytes.append(hex[Int(value & 0xF)])
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// Where the server listens and the limits it enforces on every connection.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    /// The TCP port; 0 asks the kernel for a free one (see `HTTPServer.port`).
+    public var port: Int
+    /// How many event-loop threads accept and serve connections.
+    public var eventLoops: Int
+    /// Larger request bodies are answered 413 and never buffered whole.
+    public var maxBodyBytes: Int
+    /// A request line plus headers larger than this is answered 431.
+    public var maxHeaderBytes: Int
+    /// Longest a connection may stall while reading a request or writing a response.
+    public var timeout: Duration
+    /// After answering an error, how long to keep reading (and discarding) what the client still
+    /// sends, so that closing does not reset the connection before the answer is read.
+    public var lingerTimeout: Duration
+    /// `listen()` backlog.
+    public var backlog: Int
+
+    public init(
+        host: String = "0.0.0.0", port: Int = 5555, eventLoops: Int = availableCPUs(),
+        maxBodyBytes: Int = 1_048_576, maxHeaderBytes: Int = 16_384,
+        timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024
+    ) {
+        self.host = host
+        self.port = port
+        self.eventLoops = eventLoops
+        self.maxBodyBytes = maxBodyBytes
+        self.maxHeaderBytes = maxHeaderBytes
+        self.timeout = timeout
+        self.lingerTimeout = lingerTimeout
+        self.backlog = backlog
+    }
+}
+
+/// The CPUs this process may use: the smaller of the scheduler affinity and the cgroup v2 quota
+/// (`/sys/fs/cgroup/cpu.max`, set by a Kubernetes CPU limit), never below 1.
+public func availableCPUs(cgroupFile: String = "/sys/fs/cgroup/cpu.max") -> Int {
+    var cpus = ProcessInfo.processInfo.activeProcessorCount
+    if let quota = cgroupCPUQuota(path: cgroupFile) {
+        cpus = min(cpus, quota)
+    }
+    return max(1, cpus)
+}
+
+/// Whole CPUs allowed by a cgroup v2 `cpu.max` file ("max 100000" or "150000 100000"), rounded up.
+func cgroupCPUQuota(path: String) -> Int? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    return parseCPUMax(text)
+}
+
+/// Parses the text of `cpu.max`; nil when there is no quota.
+public func parseCPUMax(_ text: String) -> Int? {
+    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+    guard fields.count >= 2, let quota = Double(fields[0]), let period = Double(fields[1]), period > 0 else {
+        return nil
+    }
+    return max(1, Int((quota / period).rounded(.up)))
+}
