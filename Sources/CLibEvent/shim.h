@@ -1,5 +1,11 @@
 #ifndef CLIBEVENT_SHIM_H
 #define CLIBEVENT_SHIM_H
+/* System headers first: libevent's event-config.h defines _GNU_SOURCE, which would otherwise
+   give fd_set a layout that differs from the one Swift's Glibc module sees. */
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/select.h>
+#include <sys/socket.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <event2/buffer.h>

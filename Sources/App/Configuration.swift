@@ -1,0 +1,99 @@
+import Database
+import Logging
+import Server
+
+/// Everything the server reads from the environment, validated before anything starts.
+struct AppConfiguration: Sendable {
+    var databaseURL: String
+    var host: String
+    var port: Int
+    var eventLoops: Int
+    var poolSize: Int
+    var acquireTimeout: Duration
+    var maxWaiters: Int
+    var connectTimeout: Duration
+    var startupTimeout: Duration
+    var maxBodyBytes: Int
+    var maxHeaderBytes: Int
+    var httpTimeout: Duration
+    var corsOrigins: [String]
+    var logLevel: Logger.Level
+    var shutdownGrace: Duration
+
+    static let defaultCORSOrigins = ["http://localhost:5173", "http://localhost:3000", "https://taskm.duckdns.org"]
+
+    /// Reads and checks every variable; the first bad one throws a `ConfigurationError` naming it.
+    init(environment: [String: String], cpus: Int = availableCPUs()) throws {
+        let reader = EnvironmentReader(environment)
+        guard let url = environment["DATABASE_URL"] else {
+            throw ConfigurationError(variable: "DATABASE_URL", message: "is not set (use `make run` for a local database)")
+        }
+        if let problem = validateConninfo(url) {
+            throw ConfigurationError(variable: "DATABASE_URL", message: "is not a connection string libpq accepts: \(problem)")
+        }
+        databaseURL = url
+        host = try reader.string("HOST", default: "0.0.0.0")
+        port = try reader.int("PORT", default: 5555, range: 0...65535)
+        eventLoops = try reader.int("HTTP_EVENT_LOOPS", default: cpus, range: 1...256)
+        poolSize = try reader.int("DB_POOL_SIZE", default: min(32, max(4, 4 * cpus)), range: 1...1000)
+        acquireTimeout = .milliseconds(try reader.int("DB_ACQUIRE_TIMEOUT_MS", default: 2000, range: 1...600_000))
+        maxWaiters = try reader.int("DB_MAX_WAITERS", default: 4096, range: 0...1_000_000)
+        connectTimeout = .milliseconds(try reader.int("DB_CONNECT_TIMEOUT_MS", default: 5000, range: 1...600_000))
+        startupTimeout = .seconds(try reader.int("DB_STARTUP_TIMEOUT_S", default: 60, range: 0...3600))
+        maxBodyBytes = try reader.int("HTTP_MAX_BODY_BYTES", default: 1_048_576, range: 1...1_073_741_824)
+        maxHeaderBytes = try reader.int("HTTP_MAX_HEADER_BYTES", default: 16_384, range: 256...1_048_576)
+        httpTimeout = .seconds(try reader.int("HTTP_TIMEOUT_S", default: 30, range: 1...3600))
+        shutdownGrace = .seconds(try reader.int("SHUTDOWN_GRACE_S", default: 25, range: 0...3600))
+        corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
+        logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
+    }
+}
+
+/// A variable with a value the server cannot use.
+struct ConfigurationError: Error, CustomStringConvertible {
+    let variable: String
+    let message: String
+    var description: String { "\(variable) \(message)" }
+}
+
+/// Typed reads of environment variables with ranges and defaults.
+private struct EnvironmentReader {
+    let environment: [String: String]
+    init(_ environment: [String: String]) { self.environment = environment }
+
+    func string(_ name: String, default value: String) throws -> String {
+        guard let text = environment[name] else { return value }
+        guard !text.trimmingCharacters(in: " \t").isEmpty else {
+            throw ConfigurationError(variable: name, message: "must not be empty")
+        }
+        return text
+    }
+
+    func int(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = environment[name] else { return value }
+        guard let number = Int(text.trimmingCharacters(in: " \t")), range.contains(number) else {
+            throw ConfigurationError(variable: name, message: "must be a whole number from \(range.lowerBound) to \(range.upperBound) (got \"\(text)\")")
+        }
+        return number
+    }
+
+    func origins(_ name: String, default value: [String]) throws -> [String] {
+        guard let text = environment[name] else { return value }
+        let origins = text.split(separator: ",").map { $0.trimmingCharacters(in: " \t") }.filter { !$0.isEmpty }
+        for origin in origins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.hasSuffix("/") {
+            throw ConfigurationError(variable: name, message: "must list origins like https://example.com, comma separated (got \"\(origin)\")")
+        }
+        return origins
+    }
+
+    func logLevel(_ name: String, default value: Logger.Level) throws -> Logger.Level {
+        guard let text = environment[name] else { return value }
+        let normalized = text.trimmingCharacters(in: " \t").lowercased()
+        if normalized == "warn" { return .warning }
+        guard let level = Logger.Level(rawValue: normalized) else {
+            let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ConfigurationError(variable: name, message: "must be one of \(names) (got \"\(text)\")")
+        }
+        return level
+    }
+}

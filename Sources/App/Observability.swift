@@ -1,0 +1,91 @@
+import Logging
+import Metrics
+import Prometheus
+import Server
+import Synchronization
+
+/// One log line per request (method, route template, status, duration, request id) and the
+/// request metrics: a counter by route, method and status, and a duration histogram.
+struct ObservabilityMiddleware: HTTPMiddleware {
+    let logger: Logger
+    let metrics: RequestMetrics
+
+    func handle(_ request: HTTPRequest, next: (HTTPRequest) async throws -> HTTPResponse) async throws -> HTTPResponse {
+        let start = ContinuousClock.now
+        var status = 500
+        defer {
+            let elapsed = ContinuousClock.now - start
+            let route = request.route ?? "unmatched"
+            metrics.record(route: route, method: request.method.rawValue, status: status, duration: elapsed)
+            logger.info("request", metadata: [
+                "method": "\(request.method)", "route": "\(route)", "status": "\(status)",
+                "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
+                "request_id": "\(request.requestID)",
+            ])
+        }
+        do {
+            let response = try await next(request)
+            status = response.status
+            return response
+        } catch let error as HTTPError {
+            status = error.response.status
+            throw error
+        }
+    }
+}
+
+/// Request counters and timers, created once per label set (swift-metrics lookups are not free).
+final class RequestMetrics: Sendable {
+    private struct Key: Hashable {
+        let route: String
+        let method: String
+        let status: Int
+    }
+
+    private let counters = Mutex<[Key: Metrics.Counter]>([:])
+    private let timers = Mutex<[Key: Metrics.Timer]>([:])
+
+    func record(route: String, method: String, status: Int, duration: Duration) {
+        let key = Key(route: route, method: method, status: status)
+        let counter = counters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = Metrics.Counter(label: "http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))])
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+        let timerKey = Key(route: route, method: method, status: 0)
+        let timer = timers.withLock { timers in
+            if let timer = timers[timerKey] { return timer }
+            let timer = Metrics.Timer(label: "http_request_duration_seconds", dimensions: [("route", route), ("method", method)], preferredDisplayUnit: .seconds)
+            timers[timerKey] = timer
+            return timer
+        }
+        timer.record(duration: duration)
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+struct OperationsRoutes: Sendable {
+    let readiness: Readiness
+    let registry: PrometheusCollectorRegistry
+
+    func register(on router: inout Router) {
+        router.add(.get, "/healthz") { _ in
+            .json(200, Array("{\"status\":\"ok\"}\n".utf8))
+        }
+        router.add(.get, "/readyz") { _ in
+            if await readiness.isReady() {
+                return .json(200, Array("{\"status\":\"ready\"}\n".utf8))
+            }
+            var response = HTTPResponse.error(503, "not ready")
+            response.headers["Retry-After"] = "1"
+            return response
+        }
+        router.add(.get, "/metrics") { _ in
+            var text: [UInt8] = []
+            registry.emit(into: &text)
+            return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]), body: text)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Database
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import Server
+import ServiceLifecycle
+
+/// The entry point: read the configuration, prepare the database, serve until SIGTERM/SIGINT.
+@main
+enum TaskManagement {
+    static func main() async {
+        let configuration: AppConfiguration
+        do {
+            configuration = try AppConfiguration(environment: ProcessInfo.processInfo.environment)
+        } catch {
+            FileHandle.standardError.write(Data("task-management: invalid configuration: \(error)\n".utf8))
+            exit(2)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardOutput(label: label)
+            handler.logLevel = configuration.logLevel
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "task-management")
+        do {
+            try await run(configuration, registry: registry, logger: logger)
+        } catch {
+            logger.critical("stopped", metadata: ["error": "\(error)"])
+            exit(1)
+        }
+    }
+
+    static func run(_ configuration: AppConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) async throws {
+        let application = try await Application.make(configuration, registry: registry, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: PoolService(pool: application.pool, gracePeriod: .seconds(2))),
+                .init(service: HTTPService(server: application.server, readiness: application.readiness, gracePeriod: configuration.shutdownGrace)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        logger.info("shut down cleanly")
+    }
+}
+
+/// The assembled server: pool, schema, router, HTTP server. Tests build one on port 0.
+struct Application: Sendable {
+    let pool: ConnectionPool
+    let server: HTTPServer
+    let readiness: Readiness
+
+    /// Opens the pool, creates missing tables (retrying until `startupTimeout` while PostgreSQL
+    /// is unreachable), and builds the server without starting it.
+    static func make(_ configuration: AppConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) async throws -> Application {
+        let pool = ConnectionPool(configuration: PoolConfiguration(
+            conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
+            maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
+            connectTimeout: configuration.connectTimeout
+        ), logger: logger)
+        await pool.start()
+        try await bootstrapSchema(pool, within: configuration.startupTimeout, logger: logger)
+
+        let readiness = Readiness(pool: pool)
+        var router = Router(logger: logger)
+        router.use(ObservabilityMiddleware(logger: logger, metrics: RequestMetrics()))
+        router.use(CORSMiddleware(origins: configuration.corsOrigins))
+        router.use(ErrorBoundaryMiddleware(retryAfterSeconds: 1, logger: logger))
+        TaskRoutes(repository: TaskRepository(pool: pool)).register(on: &router)
+        OperationsRoutes(readiness: readiness, registry: registry).register(on: &router)
+
+        let server = HTTPServer(
+            configuration: ServerConfiguration(
+                host: configuration.host, port: configuration.port, eventLoops: configuration.eventLoops,
+                maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
+                timeout: configuration.httpTimeout
+            ),
+            responder: router, logger: logger
+        )
+        return Application(pool: pool, server: server, readiness: readiness)
+    }
+
+    private static func bootstrapSchema(_ pool: ConnectionPool, within timeout: Duration, logger: Logger) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            do {
+                try await Schema.bootstrap(pool)
+                return
+            } catch let error as PostgresError where error.isTransient && ContinuousClock.now < deadline {
+                logger.warning("database not ready, retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+import EventLoopCore
+import Logging
+import Metrics
+
+/// Settings of a `ConnectionPool`; every limit is explicit.
+public struct PoolConfiguration: Sendable {
+    /// What libpq accepts: `postgresql://user:pass@host:port/db` or `host=… dbname=…`.
+    public var conninfo: String
+    /// Shown in `pg_stat_activity.application_name`.
+    public var applicationName: String
+    public var maxConnections: Int
+    public var minConnections: Int
+    public var maxWaiters: Int
+    public var acquireTimeout: Duration
+    public var connectTimeout: Duration
+    public var initialBackoff: Duration
+    public var maxBackoff: Duration
+
+    public init(
+        conninfo: String, applicationName: String = "task-management", maxConnections: Int = 8,
+        minConnections: Int = 1, maxWaiters: Int = 10_000, acquireTimeout: Duration = .seconds(2),
+        connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
+        maxBackoff: Duration = .seconds(5)
+    ) {
+        self.conninfo = conninfo
+        self.applicationName = applicationName
+        self.maxConnections = maxConnections
+        self.minConnections = minConnections
+        self.maxWaiters = maxWaiters
+        self.acquireTimeout = acquireTimeout
+        self.connectTimeout = connectTimeout
+        self.initialBackoff = initialBackoff
+        self.maxBackoff = maxBackoff
+    }
+}
+
+/// A point-in-time view of the pool, for readiness checks and tests.
+public struct PoolStatistics: Sendable, Equatable {
+    public var open: Int
+    public var inUse: Int
+    public var idle: Int
+    public var waiting: Int
+    public var connecting: Int
+    public var reachable: Bool
+}
+
+/// A bounded pool of PostgreSQL connections. An actor around `PoolStateMachine`: it feeds the
+/// machine events and performs the actions it returns. Connections are lent only inside
+/// `withConnection { }` and `withTransaction { }`, and always come back.
+public actor ConnectionPool {
+    private var state: PoolStateMachine
+    private let configuration: PoolConfiguration
+    private let loop: EventLoop
+    private let logger: Logger
+    private let clock = ContinuousClock()
+    private let origin: ContinuousClock.Instant
+    private var connections: [Int: PostgresConnection] = [:]
+    private var waiters: [Int: CheckedContinuation<PostgresConnection, Error>] = [:]
+    private var nextWaiterID = 0
+    /// The single timer task and the deadline it sleeps until.
+    private var timer: (task: Task<Void, Never>, deadline: Duration)?
+    private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+    private let metrics = PoolMetrics()
+
+    public init(configuration: PoolConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.origin = clock.now
+        self.loop = EventLoop(name: "postgres-loop")
+        self.state = PoolStateMachine(configuration: .init(
+            maxConnections: max(1, configuration.maxConnections),
+            minConnections: min(configuration.minConnections, max(1, configuration.maxConnections)),
+            maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
+            initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff
+        ))
+        loop.start()
+    }
+
+    /// Opens the minimum connections in the background.
+    public func start() {
+        perform(state.start())
+    }
+
+    // MARK: Lending
+
+    /// Lends a connection to `body` and takes it back afterwards, whatever happens.
+    public nonisolated func withConnection<Result: Sendable>(
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let connection = try await lease()
+        do {
+            let result = try await body(connection)
+            await release(connection)
+            return result
+        } catch {
+            await release(connection)
+            throw error
+        }
+    }
+
+    /// Runs `body` inside BEGIN/COMMIT; rolls back when it throws.
+    public nonisolated func withTransaction<Result: Sendable>(
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await withConnection { connection in
+            _ = try await connection.simpleQuery("BEGIN")
+            let result: Result
+            do {
+                result = try await body(connection)
+            } catch {
+                if !connection.isBroken { _ = try? await connection.simpleQuery("ROLLBACK") }
+                throw error
+            }
+            _ = try await connection.simpleQuery("COMMIT")
+            return result
+        }
+    }
+
+    private func lease() async throws -> PostgresConnection {
+        let id = nextWaiterID
+        nextWaiterID += 1
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                waiters[id] = continuation
+                perform(state.leaseRequested(id, now: now))
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
+        }
+    }
+
+    private func release(_ connection: PostgresConnection) {
+        perform(state.connectionReleased(connection.id, reusable: !connection.isBroken, now: now))
+    }
+
+    private func cancelWaiter(_ id: Int) {
+        if state.waiterCancelled(id), let continuation = waiters.removeValue(forKey: id) {
+            continuation.resume(throwing: CancellationError())
+        }
+        updateMetrics()
+    }
+
+    // MARK: State
+
+    /// Current gauges.
+    public var statistics: PoolStatistics {
+        PoolStatistics(
+            open: state.openCount, inUse: state.leasedCount, idle: state.idleCount, waiting: state.waiterCount,
+            connecting: state.connectingCount, reachable: state.isReachable
+        )
+    }
+
+    /// Stops lending, waits up to `gracePeriod` for leases to come back, closes every connection.
+    public func shutdown(gracePeriod: Duration) async {
+        perform(state.shutdown())
+        if !state.isShutDownComplete {
+            let deadline = clock.now + gracePeriod
+            let waitTask = Task { try? await Task.sleep(until: deadline, clock: .continuous); self.finishShutdown() }
+            await withCheckedContinuation { shutdownWaiters.append($0) }
+            waitTask.cancel()
+        }
+        for connection in connections.values { connection.close() }
+        connections.removeAll()
+        timer?.task.cancel()
+        timer = nil
+        await loop.stop()
+    }
+
+    private func finishShutdown() {
+        let pending = shutdownWaiters
+        shutdownWaiters.removeAll()
+        pending.forEach { $0.resume() }
+    }
+
+    // MARK: Performing actions
+
+    private var now: Duration { clock.now - origin }
+
+    private func perform(_ actions: [PoolStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .lease(let connectionID, let waiterID, let waited):
+                guard let connection = connections[connectionID], let continuation = waiters.removeValue(forKey: waiterID) else {
+                    preconditionFailure("lease of unknown connection \(connectionID) or waiter \(waiterID)")
+                }
+                metrics.recordWait(waited)
+                continuation.resume(returning: connection)
+            case .fail(let waiterID, let error):
+                metrics.recordError(error.kind)
+                waiters.removeValue(forKey: waiterID)?.resume(throwing: error)
+            case .connect(let connectionID):
+                openConnection(connectionID)
+            case .close(let connectionID):
+                connections.removeValue(forKey: connectionID)?.close()
+            }
+        }
+        if state.isShutDownComplete { finishShutdown() }
+        armTimer()
+        updateMetrics()
+    }
+
+    private func openConnection(_ id: Int) {
+        let configuration = configuration
+        let loop = loop
+        Task {
+            do {
+                let connection = try await PostgresConnection.connect(
+                    id: id, conninfo: configuration.conninfo, applicationName: configuration.applicationName,
+                    timeout: configuration.connectTimeout, loop: loop,
+                    onUnexpectedClose: { [weak self] error in
+                        Task { await self?.connectionClosed(id, error: error) }
+                    }
+                )
+                self.connected(id, connection)
+            } catch {
+                self.connectFailed(id, error: error as? PostgresError ?? PostgresError(.connectFailed, "\(error)"))
+            }
+        }
+    }
+
+    private func connected(_ id: Int, _ connection: PostgresConnection) {
+        connections[id] = connection
+        logger.debug("connection opened", metadata: ["connection": "\(id)"])
+        perform(state.connectSucceeded(id, now: now))
+    }
+
+    private func connectFailed(_ id: Int, error: PostgresError) {
+        logger.warning("cannot connect to PostgreSQL", metadata: ["error": "\(error)"])
+        metrics.recordError(error.kind)
+        perform(state.connectFailed(id, error: error, now: now))
+    }
+
+    private func connectionClosed(_ id: Int, error: PostgresError) {
+        logger.info("connection closed", metadata: ["connection": "\(id)", "error": "\(error)"])
+        metrics.recordError(error.kind)
+        // Only an idle connection is dropped here; a leased one comes back through `release`.
+        guard let actions = state.idleConnectionClosed(id) else { return }
+        connections[id] = nil
+        perform(actions)
+    }
+
+    /// Keeps one timer task sleeping until the state machine's next deadline.
+    private func armTimer() {
+        guard let deadline = state.nextDeadline else { return }
+        if let timer, timer.deadline <= deadline { return }
+        timer?.task.cancel()
+        let instant = origin + deadline
+        timer = (Task { [weak self] in
+            try? await Task.sleep(until: instant, clock: .continuous)
+            guard !Task.isCancelled else { return }
+            await self?.timerFired()
+        }, deadline)
+    }
+
+    private func timerFired() {
+        timer = nil
+        perform(state.timerFired(now: now))
+    }
+
+    private func updateMetrics() {
+        metrics.update(statistics)
+    }
+}
+
+/// The pool's gauges, counters and wait-time histogram, through swift-metrics.
+private struct PoolMetrics: Sendable {
+    private let open = Gauge(label: "db_pool_connections_open")
+    private let inUse = Gauge(label: "db_pool_connections_in_use")
+    private let idle = Gauge(label: "db_pool_connections_idle")
+    private let waiting = Gauge(label: "db_pool_waiters")
+    private let waitTime = Metrics.Timer(label: "db_pool_acquire_wait_seconds", preferredDisplayUnit: .seconds)
+
+    func update(_ statistics: PoolStatistics) {
+        open.record(statistics.open)
+        inUse.record(statistics.inUse)
+        idle.record(statistics.idle)
+        waiting.record(statistics.waiting)
+    }
+
+    func recordWait(_ waited: Duration) {
+        waitTime.recordNanoseconds(Int64(waited.components.seconds) * 1_000_000_000 + Int64(waited.components.attoseconds / 1_000_000_000))
+    }
+
+    func recordError(_ kind: PostgresError.Kind) {
+        Counter(label: "db_errors_total", dimensions: [("kind", kind.rawValue)]).increment()
+    }
+}

@@ -1,0 +1,246 @@
+import DequeModule
+
+/// The connection pool's decisions, with no I/O and no clock of its own: events go in (a lease
+/// is requested, a connection opened, failed, came back or closed, the timer fired), actions come
+/// out (lease this connection to that waiter, fail a waiter, open or close a connection, arm the
+/// timer). Time is whatever `Duration` since an origin the caller passes, so tests drive it by hand.
+struct PoolStateMachine {
+    typealias ConnectionID = Int
+    typealias WaiterID = Int
+
+    struct Configuration: Sendable {
+        /// Most connections open (or opening) at once.
+        var maxConnections: Int
+        /// Connections kept open even when idle, so that a dead database is noticed.
+        var minConnections: Int
+        /// Most requests waiting for a connection; beyond that, an immediate `.poolQueueFull`.
+        var maxWaiters: Int
+        /// Longest a request waits before `.poolTimeout`.
+        var acquireTimeout: Duration
+        /// First reconnect delay after a failed connect; doubles per failure up to `maxBackoff`.
+        var initialBackoff: Duration
+        var maxBackoff: Duration
+    }
+
+    enum Action: Equatable {
+        case lease(ConnectionID, to: WaiterID, waited: Duration)
+        case fail(WaiterID, PostgresError)
+        case connect(ConnectionID)
+        case close(ConnectionID)
+    }
+
+    private enum ConnectionState: Equatable {
+        case connecting
+        case idle
+        case leased
+    }
+
+    private struct Waiter {
+        let id: WaiterID
+        let enqueuedAt: Duration
+        let deadline: Duration
+    }
+
+    let configuration: Configuration
+    private var connections: [ConnectionID: ConnectionState] = [:]
+    /// Idle connections, most recently used last (reused first: warm caches, fewer idle timeouts).
+    private var idle: [ConnectionID] = []
+    private var waiters: Deque<Waiter> = []
+    private var nextConnectionID = 0
+    /// Connect attempts that failed in a row; nonzero means the database looks unreachable.
+    private var consecutiveFailures = 0
+    private var lastFailure: PostgresError?
+    /// When the next reconnect attempt is due while backing off.
+    private var reconnectAt: Duration?
+    private var shuttingDown = false
+
+    init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    // MARK: Queries
+
+    var openCount: Int { connections.values.filter { $0 != .connecting }.count }
+    var connectingCount: Int { connections.values.filter { $0 == .connecting }.count }
+    var leasedCount: Int { connections.values.filter { $0 == .leased }.count }
+    var idleCount: Int { idle.count }
+    var waiterCount: Int { waiters.count }
+    /// False while connects fail and no connection is open (requests then fail fast).
+    var isReachable: Bool { !isDown && !shuttingDown }
+    /// True once shut down and every connection has been closed.
+    var isShutDownComplete: Bool { shuttingDown && connections.isEmpty }
+
+    /// The earliest moment something is due: a waiter's deadline or a reconnect.
+    var nextDeadline: Duration? {
+        [waiters.first?.deadline, reconnectAt].compactMap { $0 }.min()
+    }
+
+    private var isDown: Bool { consecutiveFailures > 0 && openCount == 0 }
+
+    // MARK: Events
+
+    /// Starts the pool: opens the minimum connections.
+    mutating func start() -> [Action] {
+        var actions: [Action] = []
+        openConnectionsIfNeeded(&actions)
+        return actions
+    }
+
+    mutating func leaseRequested(_ waiter: WaiterID, now: Duration) -> [Action] {
+        if shuttingDown { return [.fail(waiter, PostgresError(.poolClosed, "the connection pool is shutting down"))] }
+        if let connection = idle.popLast() {
+            connections[connection] = .leased
+            return [.lease(connection, to: waiter, waited: .zero)]
+        }
+        if isDown {
+            let reason = lastFailure.map { ": \($0.message)" } ?? ""
+            return [.fail(waiter, PostgresError(.unavailable, "the database is unreachable\(reason)"))]
+        }
+        guard waiters.count < configuration.maxWaiters else {
+            return [.fail(waiter, PostgresError(.poolQueueFull, "\(waiters.count) requests are already waiting for a connection"))]
+        }
+        waiters.append(Waiter(id: waiter, enqueuedAt: now, deadline: now + configuration.acquireTimeout))
+        var actions: [Action] = []
+        openConnectionsIfNeeded(&actions)
+        return actions
+    }
+
+    /// A waiting request was cancelled: it leaves the queue (the caller fails it).
+    mutating func waiterCancelled(_ waiter: WaiterID) -> Bool {
+        guard let index = waiters.firstIndex(where: { $0.id == waiter }) else { return false }
+        waiters.remove(at: index)
+        return true
+    }
+
+    /// Allocates an id for a connection about to be opened by `.connect`.
+    private mutating func newConnection() -> ConnectionID {
+        let id = nextConnectionID
+        nextConnectionID += 1
+        connections[id] = .connecting
+        return id
+    }
+
+    mutating func connectSucceeded(_ connection: ConnectionID, now: Duration) -> [Action] {
+        guard connections[connection] == .connecting else {
+            preconditionFailure("connection \(connection) succeeded but was not connecting")
+        }
+        consecutiveFailures = 0
+        lastFailure = nil
+        reconnectAt = nil
+        if shuttingDown {
+            connections[connection] = nil
+            return [.close(connection)]
+        }
+        var actions: [Action] = []
+        hand(connection, now: now, to: &actions)
+        openConnectionsIfNeeded(&actions)
+        return actions
+    }
+
+    mutating func connectFailed(_ connection: ConnectionID, error: PostgresError, now: Duration) -> [Action] {
+        guard connections.removeValue(forKey: connection) == .connecting else {
+            preconditionFailure("connection \(connection) failed but was not connecting")
+        }
+        consecutiveFailures += 1
+        lastFailure = error
+        var actions: [Action] = []
+        if shuttingDown { return actions }
+        if isDown {
+            while let waiter = waiters.popFirst() {
+                actions.append(.fail(waiter.id, PostgresError(.unavailable, "the database is unreachable: \(error.message)")))
+            }
+        }
+        let exponent = min(consecutiveFailures - 1, 16)
+        let backoff = min(configuration.initialBackoff * (1 << exponent), configuration.maxBackoff)
+        reconnectAt = now + backoff
+        return actions
+    }
+
+    /// A lease ended. A connection that broke during the lease (`reusable == false`) is closed
+    /// and replaced if anyone needs it.
+    mutating func connectionReleased(_ connection: ConnectionID, reusable: Bool, now: Duration) -> [Action] {
+        guard connections[connection] == .leased else {
+            preconditionFailure("connection \(connection) released but was not leased")
+        }
+        var actions: [Action] = []
+        if !reusable || shuttingDown {
+            connections[connection] = nil
+            actions.append(.close(connection))
+            openConnectionsIfNeeded(&actions)
+            return actions
+        }
+        hand(connection, now: now, to: &actions)
+        return actions
+    }
+
+    /// An idle connection closed by itself (the server went away); nil when it was not idle
+    /// (a leased one reports through `connectionReleased(reusable: false)` instead).
+    mutating func idleConnectionClosed(_ connection: ConnectionID) -> [Action]? {
+        guard connections[connection] == .idle else { return nil }
+        connections[connection] = nil
+        idle.removeAll { $0 == connection }
+        var actions: [Action] = []
+        openConnectionsIfNeeded(&actions)
+        return actions
+    }
+
+    /// Fails waiters past their deadline and starts a reconnect that is due.
+    mutating func timerFired(now: Duration) -> [Action] {
+        var actions: [Action] = []
+        while let first = waiters.first, first.deadline <= now {
+            waiters.removeFirst()
+            actions.append(.fail(first.id, PostgresError(.poolTimeout, "no connection became free within \(configuration.acquireTimeout)")))
+        }
+        if let due = reconnectAt, due <= now {
+            reconnectAt = nil
+            if !shuttingDown && connectingCount == 0 {
+                actions.append(.connect(newConnection()))
+            }
+        }
+        return actions
+    }
+
+    /// Stops lending: waiters fail, idle connections close, leased ones close when returned.
+    mutating func shutdown() -> [Action] {
+        shuttingDown = true
+        reconnectAt = nil
+        var actions: [Action] = []
+        while let waiter = waiters.popFirst() {
+            actions.append(.fail(waiter.id, PostgresError(.poolClosed, "the connection pool is shutting down")))
+        }
+        for connection in idle {
+            connections[connection] = nil
+            actions.append(.close(connection))
+        }
+        idle.removeAll()
+        return actions
+    }
+
+    // MARK: Helpers
+
+    /// Gives a ready connection to the first waiter, or parks it as idle.
+    private mutating func hand(_ connection: ConnectionID, now: Duration, to actions: inout [Action]) {
+        if let waiter = waiters.popFirst() {
+            connections[connection] = .leased
+            actions.append(.lease(connection, to: waiter.id, waited: now - waiter.enqueuedAt))
+        } else {
+            connections[connection] = .idle
+            idle.append(connection)
+        }
+    }
+
+    /// Opens connections for waiters (and the minimum), unless backing off after failures.
+    private mutating func openConnectionsIfNeeded(_ actions: inout [Action]) {
+        guard !shuttingDown else { return }
+        if consecutiveFailures > 0 {
+            // Backing off: only the reconnect timer opens (one connection, as a probe).
+            return
+        }
+        let wanted = max(configuration.minConnections, openCount - idle.count + waiters.count)
+        var total = connections.count
+        while total < min(wanted, configuration.maxConnections), connectingCount < max(1, waiters.count) {
+            actions.append(.connect(newConnection()))
+            total += 1
+        }
+    }
+}
