@@ -97,15 +97,29 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     }
 
     private func onEvent(_ events: Int16) {
-        if events & Int16(BEV_EVENT_EOF) != 0, state == .handling {
-            peerClosedInput = true
-            return
+        if events & Int16(BEV_EVENT_EOF) != 0 {
+            switch state {
+            case .handling:
+                // A half-closed client still gets its answer.
+                peerClosedInput = true
+                return
+            case .reading where hasPendingOutput && !parser.isMidRequest(input):
+                state = .closingAfterWrite
+                return
+            default:
+                break
+            }
         }
         if events & Int16(BEV_EVENT_TIMEOUT) != 0, state == .reading, parser.isMidRequest(input) {
             fail(RequestParseError(status: 408, message: "Request timed out"))
             return
         }
         close()
+    }
+
+    private var hasPendingOutput: Bool {
+        guard let bev = bufferEvent else { return false }
+        return evbuffer_get_length(bufferevent_get_output(bev)) > 0
     }
 
     // MARK: Requests

@@ -1,0 +1,231 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TestSupport
+@testable import Server
+
+/// A responder for the live tests: echo, slow, and id routes.
+private struct TestResponder: HTTPResponder {
+    let router: Router
+
+    init() {
+        var router = Router(logger: Logger(label: "test"))
+        router.add(.get, "/healthz") { _ in .json(200, Array("{\"status\":\"ok\"}\n".utf8)) }
+        router.add(.post, "/echo") { request in HTTPResponse(status: 200, body: request.body) }
+        router.add(.get, "/id/:id") { request in
+            let delay = Int(request.query["delay_ms"] ?? "0") ?? 0
+            if delay > 0 { try await Task.sleep(for: .milliseconds(delay)) }
+            return HTTPResponse(status: 200, body: Array("id=\(request.parameters["id"]!)".utf8))
+        }
+        router.add(.get, "/request-id") { request in HTTPResponse(status: 200, body: Array(request.requestID.utf8)) }
+        self.router = router
+    }
+
+    func respond(to request: HTTPRequest) async -> HTTPResponse { await router.respond(to: request) }
+}
+
+/// Starts a server on port 0 and stops it after `body`.
+private func withServer(
+    _ configure: (inout ServerConfiguration) -> Void = { _ in },
+    _ body: (HTTPServer, Int) async throws -> Void
+) async throws {
+    var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, eventLoops: 2)
+    configure(&configuration)
+    let server = HTTPServer(configuration: configuration, responder: TestResponder(), logger: Logger(label: "test"))
+    try server.start()
+    do {
+        try await body(server, server.port)
+    } catch {
+        await server.shutdown(gracePeriod: .seconds(1))
+        throw error
+    }
+    await server.shutdown(gracePeriod: .seconds(1))
+}
+
+@Suite("HTTP server on live sockets")
+struct LiveServerTests {
+    @Test func healthzOverASocket() async throws {
+        try await withServer { _, port in
+            let response = try await httpRequest(port: port, "GET", "/healthz")
+            #expect(response.status == 200)
+            #expect(response.text == "{\"status\":\"ok\"}\n")
+            #expect(response.header("Content-Type") == "application/json")
+            #expect(response.header("X-Request-ID") != nil)
+        }
+    }
+
+    @Test func keepAliveServesManyRequestsOnOneConnection() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                for index in 0..<20 {
+                    try connection.send("GET /id/\(index) HTTP/1.1\r\nHost: x\r\n\r\n")
+                    let response = try connection.readResponse()
+                    #expect(response.text == "id=\(index)")
+                    #expect(response.header("Connection") == nil)
+                }
+                // An error answer on a request read whole leaves the connection usable.
+                try connection.send("POST /nowhere HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+                #expect(try connection.readResponse().status == 404)
+                try connection.send("GET /id/x HTTP/1.1\r\n\r\n")
+                #expect(try connection.readResponse().text == "id=x")
+            }
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                var batch = ""
+                for index in 0..<10 { batch += "GET /id/\(index)?delay_ms=\((10 - index) * 5) HTTP/1.1\r\n\r\n" }
+                try connection.send(batch)
+                for index in 0..<10 { #expect(try connection.readResponse().text == "id=\(index)") }
+            }
+        }
+    }
+
+    @Test func http10AndConnectionClose() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let old = try RawConnection(port: port)
+                try old.send("GET /healthz HTTP/1.0\r\n\r\n")
+                let response = try old.readResponse()
+                #expect(response.status == 200)
+                #expect(response.header("Connection") == "close")
+                #expect(old.isClosedByPeer())
+
+                let kept = try RawConnection(port: port)
+                try kept.send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                #expect(try kept.readResponse().header("Connection") == "keep-alive")
+                try kept.send("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                #expect(try kept.readResponse().status == 200)
+
+                let closing = try RawConnection(port: port)
+                try closing.send("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+                #expect(try closing.readResponse().header("Connection") == "close")
+                #expect(closing.isClosedByPeer())
+            }
+        }
+    }
+
+    @Test func limitsAnswer413And431AndTheServerStaysUp() async throws {
+        try await withServer({ $0.maxBodyBytes = 1000; $0.maxHeaderBytes = 1024 }) { _, port in
+            let large = try await httpRequest(port: port, "POST", "/echo", body: [UInt8](repeating: 65, count: 1001))
+            #expect(large.status == 413)
+            #expect(large.header("Content-Type") == "application/json")
+            let fits = try await httpRequest(port: port, "POST", "/echo", body: [UInt8](repeating: 65, count: 1000))
+            #expect(fits.status == 200)
+            #expect(fits.body.count == 1000)
+            let headers = try await httpRequest(port: port, "GET", "/healthz", headers: [("X-Big", String(repeating: "b", count: 2000))])
+            #expect(headers.status == 431)
+            try await offCooperativePool {
+                let bad = try RawConnection(port: port)
+                try bad.send("THIS IS NOT HTTP\r\n\r\n")
+                #expect(try bad.readResponse().status == 400)
+            }
+            #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
+        }
+    }
+
+    @Test func chunkedAndExpectContinueBodies() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                try connection.send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+                #expect(try connection.readResponse().text == "abcde")
+                try connection.send("POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                try connection.send("hi")
+                #expect(try connection.readResponse().text == "hi")
+            }
+        }
+    }
+
+    @Test func aStalledClientDoesNotBlockOthersAndIsDropped() async throws {
+        try await withServer({ $0.timeout = .seconds(1) }) { _, port in
+            let stalled = try RawConnection(port: port)
+            try stalled.send("POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+            let start = ContinuousClock.now
+            #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
+            #expect(ContinuousClock.now - start < .milliseconds(500))
+            let answer = try await offCooperativePool { try stalled.readResponse() }
+            #expect(answer.status == 408)
+            #expect(try await offCooperativePool { stalled.isClosedByPeer() })
+        }
+    }
+
+    @Test func aThousandConcurrentRequestsOverTwoHundredConnections() async throws {
+        try await withServer { _, port in
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for connectionIndex in 0..<200 {
+                    group.addTask {
+                        try await offCooperativePool {
+                            let connection = try RawConnection(port: port)
+                            var ok = 0
+                            for requestIndex in 0..<5 {
+                                let payload = "c\(connectionIndex)-r\(requestIndex)-" + String(repeating: "x", count: connectionIndex)
+                                try connection.send("POST /echo HTTP/1.1\r\nContent-Length: \(payload.utf8.count)\r\n\r\n\(payload)")
+                                if try connection.readResponse().text == payload { ok += 1 }
+                            }
+                            return ok
+                        }
+                    }
+                }
+                var total = 0
+                for try await ok in group { total += ok }
+                #expect(total == 1000)
+            }
+        }
+    }
+
+    @Test func aClientClosingMidRequestOrBeforeItsAnswerHarmsNothing() async throws {
+        try await withServer { server, port in
+            try await offCooperativePool {
+                let partial = try RawConnection(port: port)
+                try partial.send("POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+                let waiting = try RawConnection(port: port)
+                try waiting.send("GET /id/1?delay_ms=200 HTTP/1.1\r\n\r\n")
+                _ = partial  // both closed at the end of this scope, before the answer
+            }
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(server.requestsInFlight == 0)
+            #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
+        }
+    }
+
+    @Test func requestIDsAreKeptOrMade() async throws {
+        try await withServer { _, port in
+            let given = try await httpRequest(port: port, "GET", "/request-id", headers: [("X-Request-ID", "abc-123")])
+            #expect(given.text == "abc-123")
+            #expect(given.header("X-Request-ID") == "abc-123")
+            let made = try await httpRequest(port: port, "GET", "/request-id", headers: [("X-Request-ID", "not ok!")])
+            #expect(made.text != "not ok!")
+            #expect(made.header("X-Request-ID") == made.text)
+        }
+    }
+
+    @Test func shutdownFinishesRequestsInFlightAndRefusesNewOnes() async throws {
+        var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, eventLoops: 2)
+        configuration.timeout = .seconds(5)
+        let server = HTTPServer(configuration: configuration, responder: TestResponder(), logger: Logger(label: "test"))
+        try server.start()
+        let port = server.port
+        let responses = Task {
+            try await withThrowingTaskGroup(of: TestResponse.self) { group in
+                for index in 0..<20 {
+                    group.addTask { try await httpRequest(port: port, "GET", "/id/\(index)?delay_ms=300") }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let start = ContinuousClock.now
+        await server.shutdown(gracePeriod: .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(2))
+        let answers = try await responses.value
+        #expect(answers.count == 20)
+        #expect(answers.allSatisfy { $0.status == 200 })
+        #expect(throws: (any Error).self) { _ = try RawConnection(port: port) }
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+/// An HTTP response as read off a socket by the test client.
+public struct TestResponse: Sendable {
+    public let status: Int
+    public let headers: [(name: String, value: String)]
+    public let body: [UInt8]
+
+    public func header(_ name: String) -> String? {
+        headers.first(where: { $0.name.lowercased() == name.lowercased() })?.value
+    }
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+
+    /// The body parsed with Foundation's JSONSerialization.
+    public func json() throws -> Any { try JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed]) }
+
+    public func jsonObject() throws -> [String: Any] {
+        guard let object = try json() as? [String: Any] else { throw TestClientError("body is not a JSON object: \(text)") }
+        return object
+    }
+
+    public func jsonArray() throws -> [[String: Any]] {
+        guard let array = try json() as? [[String: Any]] else { throw TestClientError("body is not a JSON array: \(text)") }
+        return array
+    }
+}
+
+public struct TestClientError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A blocking TCP connection for tests, speaking raw HTTP/1.1. Its blocking calls run on
+/// threads of their own (through `offCooperativePool`), never on Swift's cooperative threads.
+public final class RawConnection: @unchecked Sendable {  // used by one test task at a time; the fd is only touched by the call in progress
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    public init(port: Int, timeout: TimeInterval = 10) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestClientError("socket failed") }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw TestClientError("connect to port \(port) failed: errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    public func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { throw TestClientError("send failed: errno \(errno)") }
+            offset += sent
+        }
+    }
+
+    /// Shuts the sending side (the server sees EOF).
+    public func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads one response; `headOnly` for answers to HEAD (no body despite Content-Length).
+    public func readResponse(headOnly: Bool = false) throws -> TestResponse {
+        while true {
+            if let end = headEnd() {
+                let head = String(decoding: buffer[0..<end], as: UTF8.self)
+                var lines = head.components(separatedBy: "\r\n").filter { !$0.isEmpty }
+                let statusLine = lines.removeFirst().split(separator: " ")
+                guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestClientError("bad status line: \(head)") }
+                let headers = lines.map { line -> (String, String) in
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    return (String(parts[0]), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
+                }
+                if status == 100 {
+                    buffer.removeFirst(end + 4)
+                    continue
+                }
+                let length = headOnly || status == 204 || status == 304
+                    ? 0 : Int(headers.first(where: { $0.0.lowercased() == "content-length" })?.1 ?? "0") ?? 0
+                while buffer.count < end + 4 + length { try fill() }
+                let body = Array(buffer[(end + 4)..<(end + 4 + length)])
+                buffer.removeFirst(end + 4 + length)
+                return TestResponse(status: status, headers: headers, body: body)
+            }
+            try fill()
+        }
+    }
+
+    /// True when the server has closed the connection (EOF with nothing buffered).
+    public func isClosedByPeer() -> Bool {
+        guard buffer.isEmpty else { return false }
+        do { try fill() } catch { return true }
+        return false
+    }
+
+    private func headEnd() -> Int? {
+        guard buffer.count >= 4 else { return nil }
+        for index in 0...(buffer.count - 4)
+        where buffer[index] == 13 && buffer[index + 1] == 10 && buffer[index + 2] == 13 && buffer[index + 3] == 10 {
+            return index
+        }
+        return nil
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if count == 0 { throw TestClientError("connection closed by server") }
+        if count < 0 { throw TestClientError("recv failed: errno \(errno)") }
+        buffer.append(contentsOf: chunk[0..<count])
+    }
+}
+
+/// Runs blocking work on a thread of its own and awaits it (Dispatch's pool is too narrow for
+/// hundreds of blocked sockets, and Swift's cooperative pool must never block).
+public func offCooperativePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try work() })
+        }
+        thread.stackSize = 512 * 1024
+        thread.start()
+    }
+}
+
+/// One request on a new connection.
+public func httpRequest(
+    port: Int, _ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil
+) async throws -> TestResponse {
+    try await offCooperativePool {
+        let connection = try RawConnection(port: port)
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        if let body { head += "Content-Length: \(body.count)\r\n" }
+        head += "\r\n"
+        try connection.send(Array(head.utf8) + (body ?? []))
+        return try connection.readResponse(headOnly: method == "HEAD")
+    }
+}
+
+/// One JSON request on a new connection.
+public func httpJSON(port: Int, _ method: String, _ path: String, _ json: String) async throws -> TestResponse {
+    try await httpRequest(port: port, method, path, headers: [("Content-Type", "application/json")], body: Array(json.utf8))
+}

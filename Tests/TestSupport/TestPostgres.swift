@@ -1,0 +1,93 @@
+import Foundation
+
+/// Access to the PostgreSQL that the test command started (`DATABASE_URL`), plus private
+/// clusters for tests that stop and start PostgreSQL.
+public enum TestPostgres {
+    /// The test command's database URL; tests that need PostgreSQL fail clearly without it.
+    public static var databaseURL: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty else {
+                throw TestClientError("DATABASE_URL is not set: run the tests with `make test`")
+            }
+            return url
+        }
+    }
+
+    /// The package root (for scripts/ and the built binary).
+    public static let packageRoot: URL = {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }()
+
+    /// Runs SQL with psql against `url`; returns its unaligned output.
+    @discardableResult
+    public static func psql(_ url: String, _ sql: String) throws -> String {
+        try run(psqlPath, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-d", url, "-c", sql])
+    }
+
+    /// `url` with its database name replaced.
+    public static func url(_ url: String, database: String) -> String {
+        var components = URLComponents(string: url)!
+        components.path = "/" + database
+        return components.string!
+    }
+
+    /// Creates a new empty database and returns its URL.
+    public static func createDatabase(prefix: String = "tm_test") throws -> String {
+        let base = try databaseURL
+        let name = "\(prefix)_\(UInt32.random(in: 0...UInt32.max))_\(ProcessInfo.processInfo.processIdentifier)"
+        try psql(base, "CREATE DATABASE \(name)")
+        return url(base, database: name)
+    }
+
+    static var psqlPath: String {
+        let candidates = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().reversed() ?? []
+        for version in candidates where FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\(version)/bin/psql") {
+            return "/usr/lib/postgresql/\(version)/bin/psql"
+        }
+        return "/usr/bin/psql"
+    }
+
+    /// Runs a program to completion; throws with its output when it fails.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw TestClientError("\(executable) \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(text)")
+        }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (scripts/pg-cluster.sh), to stop and start at will
+/// without disturbing other tests.
+public final class PrivateCluster: Sendable {
+    public let directory: String
+    public let port: Int
+    public var url: String { "postgresql://postgres@127.0.0.1:\(port)/taskmanagement" }
+    private static var script: String { TestPostgres.packageRoot.appendingPathComponent("scripts/pg-cluster.sh").path }
+
+    public init() throws {
+        directory = NSTemporaryDirectory() + "tm-cluster-\(UUID().uuidString.prefix(8))"
+        port = Int(try TestPostgres.run(Self.script, ["free-port"]))!
+        try start()
+    }
+
+    public func start() throws { try TestPostgres.run(Self.script, ["start", directory, String(port)]) }
+    public func stop() throws { try TestPostgres.run(Self.script, ["stop", directory]) }
+
+    /// Stops the cluster and deletes its files.
+    public func destroy() {
+        try? stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
