@@ -1,0 +1,139 @@
+import Testing
+@testable import Database
+
+/// The pool's decisions with a hand-driven clock: no database, no sleeps.
+@Suite("Pool state machine (pure, manual clock)")
+struct PoolStateMachineTests {
+    private func machine(max: Int = 2, min: Int = 0, waiters: Int = 3, timeout: Duration = .seconds(2)) -> PoolStateMachine {
+        PoolStateMachine(configuration: .init(
+            maxConnections: max, minConnections: min, maxWaiters: waiters, acquireTimeout: timeout,
+            initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
+        ))
+    }
+
+    private let t0 = Duration.seconds(100)
+
+    @Test func opensOnDemandAndLendsWhenConnected() {
+        var pool = machine()
+        do { let result = pool.leaseRequested(1, now: t0); #expect(result == [.connect(0)]) }
+        do { let result = pool.connectSucceeded(0, now: t0 + .milliseconds(5)); #expect(result == [.lease(0, to: 1, waited: .milliseconds(5))]) }
+        #expect(pool.leasedCount == 1)
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == []) }
+        #expect(pool.idleCount == 1)
+        do { let result = pool.leaseRequested(2, now: t0); #expect(result == [.lease(0, to: 2, waited: .zero)]) }
+    }
+
+    @Test func neverOpensMoreThanTheMaximumAndServesFIFO() {
+        var pool = machine(max: 2, waiters: 10)
+        do { let result = pool.leaseRequested(1, now: t0); #expect(result == [.connect(0)]) }
+        do { let result = pool.leaseRequested(2, now: t0); #expect(result == [.connect(1)]) }
+        do { let result = pool.leaseRequested(3, now: t0); #expect(result == []) }
+        do { let result = pool.leaseRequested(4, now: t0); #expect(result == []) }
+        do { let result = pool.connectSucceeded(1, now: t0); #expect(result == [.lease(1, to: 1, waited: .zero)]) }
+        do { let result = pool.connectSucceeded(0, now: t0); #expect(result == [.lease(0, to: 2, waited: .zero)]) }
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0 + .seconds(1)); #expect(result == [.lease(0, to: 3, waited: .seconds(1))]) }
+        do { let result = pool.connectionReleased(1, reusable: true, now: t0 + .seconds(1)); #expect(result == [.lease(1, to: 4, waited: .seconds(1))]) }
+        #expect(pool.openCount == 2)
+    }
+
+    @Test func waitersTimeOutAtTheirDeadline() {
+        var pool = machine(max: 1, timeout: .seconds(2))
+        _ = pool.leaseRequested(1, now: t0)
+        _ = pool.connectSucceeded(0, now: t0)
+        do { let result = pool.leaseRequested(2, now: t0 + .seconds(1)); #expect(result == []) }
+        #expect(pool.nextDeadline == t0 + .seconds(3))
+        do { let result = pool.timerFired(now: t0 + .milliseconds(2999)); #expect(result == []) }
+        let actions = pool.timerFired(now: t0 + .seconds(3))
+        #expect(actions.count == 1)
+        guard case .fail(2, let error) = actions.first else { Issue.record("expected waiter 2 to fail"); return }
+        #expect(error.kind == .poolTimeout)
+        #expect(pool.waiterCount == 0)
+    }
+
+    @Test func theQueueIsBounded() {
+        var pool = machine(max: 1, waiters: 2)
+        _ = pool.leaseRequested(1, now: t0)
+        _ = pool.leaseRequested(2, now: t0)
+        _ = pool.leaseRequested(3, now: t0)
+        guard case .fail(4, let error) = pool.leaseRequested(4, now: t0).first else { Issue.record("expected a refusal"); return }
+        #expect(error.kind == .poolQueueFull)
+    }
+
+    @Test func cancelledWaitersLeaveTheQueue() {
+        var pool = machine(max: 1)
+        _ = pool.leaseRequested(1, now: t0)
+        _ = pool.leaseRequested(2, now: t0)
+        do { let result = pool.waiterCancelled(1); #expect(result) }
+        do { let result = pool.waiterCancelled(1); #expect(!result) }
+        do { let result = pool.connectSucceeded(0, now: t0); #expect(result == [.lease(0, to: 2, waited: .zero)]) }
+    }
+
+    @Test func failsFastWhileDownAndBacksOffBeforeReconnecting() {
+        var pool = machine(max: 2)
+        _ = pool.leaseRequested(1, now: t0)
+        let failure = PostgresError(.connectFailed, "connection refused")
+        let actions = pool.connectFailed(0, error: failure, now: t0)
+        guard case .fail(1, let error) = actions.first else { Issue.record("expected waiter 1 to fail"); return }
+        #expect(error.kind == .unavailable)
+        #expect(!pool.isReachable)
+        // New requests fail at once instead of waiting for the acquire timeout.
+        guard case .fail(2, let fast) = pool.leaseRequested(2, now: t0 + .milliseconds(1)).first else { Issue.record("expected fail fast"); return }
+        #expect(fast.kind == .unavailable)
+        // Backoff: 100 ms, then doubling.
+        #expect(pool.nextDeadline == t0 + .milliseconds(100))
+        do { let result = pool.timerFired(now: t0 + .milliseconds(100)); #expect(result == [.connect(1)]) }
+        _ = pool.connectFailed(1, error: failure, now: t0 + .milliseconds(110))
+        #expect(pool.nextDeadline == t0 + .milliseconds(310))
+        do { let result = pool.timerFired(now: t0 + .milliseconds(310)); #expect(result == [.connect(2)]) }
+        do { let result = pool.connectSucceeded(2, now: t0 + .milliseconds(320)); #expect(result == []) }
+        #expect(pool.isReachable)
+        do { let result = pool.leaseRequested(3, now: t0 + .seconds(1)); #expect(result == [.lease(2, to: 3, waited: .zero)]) }
+    }
+
+    @Test func backoffIsCapped() {
+        var pool = machine(max: 1)
+        var now = t0
+        _ = pool.leaseRequested(1, now: now)
+        var id = 0
+        for _ in 0..<10 {
+            _ = pool.connectFailed(id, error: PostgresError(.connectFailed, "down"), now: now)
+            let deadline = pool.nextDeadline!
+            #expect(deadline - now <= .seconds(1))
+            now = deadline
+            guard case .connect(let next) = pool.timerFired(now: now).first else { Issue.record("expected a reconnect"); return }
+            id = next
+        }
+    }
+
+    @Test func aBrokenConnectionIsClosedAndReplacedForWaiters() {
+        var pool = machine(max: 1)
+        _ = pool.leaseRequested(1, now: t0)
+        _ = pool.connectSucceeded(0, now: t0)
+        _ = pool.leaseRequested(2, now: t0)
+        do { let result = pool.connectionReleased(0, reusable: false, now: t0); #expect(result == [.close(0), .connect(1)]) }
+        do { let result = pool.connectSucceeded(1, now: t0); #expect(result == [.lease(1, to: 2, waited: .zero)]) }
+    }
+
+    @Test func anIdleConnectionThatDiesIsForgotten() {
+        var pool = machine(max: 2, min: 1)
+        do { let result = pool.start(); #expect(result == [.connect(0)]) }
+        _ = pool.connectSucceeded(0, now: t0)
+        do { let result = pool.idleConnectionClosed(0); #expect(result == [.connect(1)]) }
+        do { let result = pool.idleConnectionClosed(0); #expect(result == nil) }
+        #expect(pool.openCount == 0)
+    }
+
+    @Test func shutdownFailsWaitersAndClosesEverything() {
+        var pool = machine(max: 1)
+        _ = pool.leaseRequested(1, now: t0)
+        _ = pool.connectSucceeded(0, now: t0)
+        _ = pool.leaseRequested(2, now: t0)
+        let actions = pool.shutdown()
+        guard case .fail(2, let error) = actions.first else { Issue.record("expected waiter 2 to fail"); return }
+        #expect(error.kind == .poolClosed)
+        #expect(!pool.isShutDownComplete)
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == [.close(0)]) }
+        #expect(pool.isShutDownComplete)
+        guard case .fail(3, _) = pool.leaseRequested(3, now: t0).first else { Issue.record("expected a refusal"); return }
+    }
+}

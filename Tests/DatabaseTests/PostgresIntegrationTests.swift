@@ -1,0 +1,252 @@
+import Foundation
+import Logging
+import Testing
+import TestSupport
+@testable import Database
+
+private func makePool(_ url: String, size: Int = 4, acquireTimeout: Duration = .seconds(2), name: String = "tm-test") -> ConnectionPool {
+    ConnectionPool(
+        configuration: PoolConfiguration(conninfo: url, applicationName: name, maxConnections: size, acquireTimeout: acquireTimeout, connectTimeout: .seconds(2)),
+        logger: Logger(label: "test")
+    )
+}
+
+private let selectOne = PreparedStatement(name: "select_one", sql: "SELECT $1::int4 + 1 AS n")
+
+/// Polls `condition` until it holds or `timeout` passes.
+private func eventually(_ timeout: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return await condition()
+}
+
+@Suite("PostgreSQL through the pool (real database)")
+struct PostgresIntegrationTests {
+    @Test func aQueryReachesPostgreSQL() async throws {
+        let pool = makePool(try TestPostgres.databaseURL)
+        await pool.start()
+        let rows = try await pool.withConnection { try await $0.query(selectOne, [.int(41)]) }
+        #expect(try rows.first?.int("n") == 42)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func typedRoundTrips() async throws {
+        let pool = makePool(try TestPostgres.createDatabase())
+        await pool.start()
+        try await pool.withConnection { connection in
+            _ = try await connection.simpleQuery("""
+                CREATE TYPE mood AS ENUM ('happy', 'sad');
+                CREATE TABLE t (i4 int4, i8 int8, s text, v varchar(10), b bool, tz timestamptz, ts timestamp, m mood)
+                """)
+            let insert = PreparedStatement(name: "ins", sql: "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *")
+            let stamp = PostgresTimestamp(microsecondsSinceEpoch: 1_704_110_400_123_456)
+            let row = try #require(try await connection.query(insert, [
+                .int(2_147_483_647), .int(9_000_000_000), .text("Ünïcödé 😀 'quote' \\ \"x\""), .text("varchar"),
+                .bool(true), .timestamp(stamp), .timestamp(stamp), .text("sad"),
+            ]).first)
+            #expect(try row.int("i4") == 2_147_483_647)
+            #expect(try row.int("i8") == 9_000_000_000)
+            #expect(try row.string("s") == "Ünïcödé 😀 'quote' \\ \"x\"")
+            #expect(try row.string("v") == "varchar")
+            #expect(try row.bool("b"))
+            #expect(try row.timestamp("tz") == stamp)
+            #expect(try row.timestamp("ts") == stamp)
+            #expect(try row.string("m") == "sad")
+            #expect(stamp.isoFormatted() == "2024-01-01T12:00:00.123456+00:00")
+
+            let nulls = try #require(try await connection.query(insert, [.null, .null, .null, .null, .null, .null, .null, .null]).first)
+            #expect(try nulls.optionalString("s") == nil)
+            #expect(try nulls.isNull(0))
+            #expect(throws: PostgresError.self) { try nulls.int("i4") }
+        }
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func aNULByteIsATypedError() async throws {
+        let pool = makePool(try TestPostgres.databaseURL)
+        await pool.start()
+        let error = await #expect(throws: PostgresError.self) {
+            try await pool.withConnection { try await $0.query(PreparedStatement(name: "echo", sql: "SELECT $1::text"), [.text("a\u{0}b")]) }
+        }
+        #expect(error?.kind == .invalidValue)
+        #expect(await pool.statistics.inUse == 0)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func serverErrorsCarrySQLState() async throws {
+        let pool = makePool(try TestPostgres.createDatabase())
+        await pool.start()
+        try await pool.withConnection { connection in
+            _ = try await connection.simpleQuery("CREATE TABLE u (id int PRIMARY KEY, name varchar(3))")
+            let insert = PreparedStatement(name: "ins_u", sql: "INSERT INTO u VALUES ($1, $2)")
+            _ = try await connection.query(insert, [.int(1), .text("a")])
+            let duplicate = await #expect(throws: PostgresError.self) { try await connection.query(insert, [.int(1), .text("b")]) }
+            #expect(duplicate?.isUniqueViolation == true)
+            #expect(duplicate?.kind == .server)
+            let tooLong = await #expect(throws: PostgresError.self) { try await connection.query(insert, [.int(2), .text("abcd")]) }
+            #expect(tooLong?.isDataError == true)
+            #expect(tooLong?.sqlState == "22001")
+            // The connection stays usable after errors.
+            #expect(try await connection.query(selectOne, [.int(1)]).first?.int(0) == 2)
+        }
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func commitAndRollback() async throws {
+        let pool = makePool(try TestPostgres.createDatabase())
+        await pool.start()
+        _ = try await pool.withConnection { try await $0.simpleQuery("CREATE TABLE c (n int)") }
+        let insert = PreparedStatement(name: "ins_c", sql: "INSERT INTO c VALUES ($1)")
+        try await pool.withTransaction { _ = try await $0.query(insert, [.int(1)]) }
+        struct Abort: Error {}
+        await #expect(throws: Abort.self) {
+            try await pool.withTransaction { connection in
+                _ = try await connection.query(insert, [.int(2)])
+                throw Abort()
+            }
+        }
+        let values = try await pool.withConnection { try await $0.simpleQuery("SELECT n FROM c ORDER BY n") }
+        #expect(try values.rows.map { try $0.int(0) } == [1])
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func fiveHundredConcurrentQueriesNeverOpenMoreThanThePoolSize() async throws {
+        let url = try TestPostgres.databaseURL
+        let name = "tm-bound-\(UInt16.random(in: 0...UInt16.max))"
+        let pool = makePool(url, size: 4, acquireTimeout: .seconds(10), name: name)
+        await pool.start()
+        let slow = PreparedStatement(name: "slow", sql: "SELECT pg_sleep(0.002), $1::int4 AS n")
+        let observer = Task {
+            var most = 0
+            while !Task.isCancelled {
+                let count = Int((try? TestPostgres.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '\(name)'")) ?? "0") ?? 0
+                most = max(most, count)
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return most
+        }
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<500 {
+                group.addTask { try await pool.withConnection { try await $0.query(slow, [.int(index)]) }.first!.int("n") }
+            }
+            return try await group.reduce(into: Set<Int>()) { $0.insert($1) }
+        }
+        observer.cancel()
+        let most = await observer.value
+        #expect(results.count == 500)
+        #expect(most >= 1)
+        #expect(most <= 4)
+        let statistics = await pool.statistics
+        #expect(statistics.open <= 4)
+        #expect(statistics.inUse == 0)
+        #expect(statistics.waiting == 0)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func theAcquireTimeoutFiresUnderSaturation() async throws {
+        let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .milliseconds(200))
+        await pool.start()
+        let holder = Task { try await pool.withConnection { _ = try await $0.simpleQuery("SELECT pg_sleep(1)") } }
+        try await Task.sleep(for: .milliseconds(100))
+        let start = ContinuousClock.now
+        let error = await #expect(throws: PostgresError.self) { try await pool.withConnection { _ in 1 } }
+        #expect(error?.kind == .poolTimeout)
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(150) && waited < .milliseconds(900))
+        try await holder.value
+        #expect(try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }.first?.int(0) == 2)
+        #expect(await pool.statistics.inUse == 0)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func cancellingAWaiterRemovesIt() async throws {
+        let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .seconds(10))
+        await pool.start()
+        let holder = Task { try await pool.withConnection { _ = try await $0.simpleQuery("SELECT pg_sleep(0.5)") } }
+        try await Task.sleep(for: .milliseconds(100))
+        let waiter = Task { try await pool.withConnection { _ in 1 } }
+        #expect(await eventually { await pool.statistics.waiting == 1 })
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(await pool.statistics.waiting == 0)
+        try await holder.value
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func aConnectionKilledWhileLeasedIsReplaced() async throws {
+        let url = try TestPostgres.databaseURL
+        let pool = makePool(url, size: 1)
+        await pool.start()
+        let error = await #expect(throws: PostgresError.self) {
+            try await pool.withConnection { connection in
+                let pid = try await connection.simpleQuery("SELECT pg_backend_pid()").first!.int(0)
+                try TestPostgres.psql(url, "SELECT pg_terminate_backend(\(pid))")
+                _ = try await connection.query(selectOne, [.int(1)])
+            }
+        }
+        #expect(error?.kind == .connectionLost)
+        #expect(try await pool.withConnection { try await $0.query(selectOne, [.int(5)]) }.first?.int(0) == 6)
+        let statistics = await pool.statistics
+        #expect(statistics.inUse == 0 && statistics.open == 1)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func anIdleConnectionKilledIsNoticedAndReplaced() async throws {
+        let url = try TestPostgres.databaseURL
+        let name = "tm-idle-\(UInt16.random(in: 0...UInt16.max))"
+        let pool = makePool(url, size: 1, name: name)
+        await pool.start()
+        _ = try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }
+        try TestPostgres.psql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(name)'")
+        #expect(await eventually { await pool.statistics.open == 1 && (try? TestPostgres.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '\(name)'")) == "1" })
+        #expect(try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }.first?.int(0) == 2)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+}
+
+@Suite("PostgreSQL stopping and starting (private cluster)")
+struct PostgresRestartTests {
+    @Test func failsFastWhileDownAndRecoversWithoutRestart() async throws {
+        let cluster = try PrivateCluster()
+        defer { cluster.destroy() }
+        let pool = ConnectionPool(
+            configuration: PoolConfiguration(
+                conninfo: cluster.url, maxConnections: 2, acquireTimeout: .seconds(2), connectTimeout: .seconds(1),
+                initialBackoff: .milliseconds(50), maxBackoff: .milliseconds(500)
+            ),
+            logger: Logger(label: "test")
+        )
+        await pool.start()
+        #expect(try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }.first?.int(0) == 2)
+
+        try cluster.stop()
+        // While it is down: typed errors, each well under the acquire timeout.
+        var kinds: Set<PostgresError.Kind> = []
+        for _ in 0..<20 {
+            let start = ContinuousClock.now
+            do {
+                _ = try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }
+            } catch let error as PostgresError {
+                kinds.insert(error.kind)
+            }
+            #expect(ContinuousClock.now - start < .milliseconds(1500))
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(!kinds.isEmpty)
+        #expect(kinds.isSubset(of: [.unavailable, .connectionLost, .connectFailed]))
+        #expect(await pool.statistics.reachable == false)
+
+        try cluster.start()
+        let recovered = await eventually(.seconds(10)) {
+            (try? await pool.withConnection { try await $0.query(selectOne, [.int(2)]) }.first?.int(0)) == 3
+        }
+        #expect(recovered)
+        let statistics = await pool.statistics
+        #expect(statistics.reachable)
+        #expect(statistics.inUse == 0 && statistics.waiting == 0)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+}
