@@ -150,7 +150,7 @@ struct PostgresIntegrationTests {
         let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .milliseconds(200))
         await pool.start()
         let holder = Task { try await pool.withConnection { _ = try await $0.simpleQuery("SELECT pg_sleep(1)") } }
-        try await Task.sleep(for: .milliseconds(100))
+        #expect(await eventually { await pool.statistics.inUse == 1 })
         let start = ContinuousClock.now
         let error = await #expect(throws: PostgresError.self) { try await pool.withConnection { _ in 1 } }
         #expect(error?.kind == .poolTimeout)
@@ -166,7 +166,7 @@ struct PostgresIntegrationTests {
         let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .seconds(10))
         await pool.start()
         let holder = Task { try await pool.withConnection { _ = try await $0.simpleQuery("SELECT pg_sleep(0.5)") } }
-        try await Task.sleep(for: .milliseconds(100))
+        #expect(await eventually { await pool.statistics.inUse == 1 })
         let waiter = Task { try await pool.withConnection { _ in 1 } }
         #expect(await eventually { await pool.statistics.waiting == 1 })
         waiter.cancel()

@@ -148,7 +148,7 @@ struct LiveServerTests {
             try stalled.send("POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
             let start = ContinuousClock.now
             #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
-            #expect(ContinuousClock.now - start < .milliseconds(500))
+            #expect(ContinuousClock.now - start < .milliseconds(900))
             let answer = try await offCooperativePool { try stalled.readResponse() }
             #expect(answer.status == 408)
             #expect(try await offCooperativePool { stalled.isClosedByPeer() })
@@ -219,7 +219,9 @@ struct LiveServerTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
         }
-        try await Task.sleep(for: .milliseconds(100))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while server.requestsInFlight < 20 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(server.requestsInFlight == 20)
         let start = ContinuousClock.now
         await server.shutdown(gracePeriod: .seconds(5))
         #expect(ContinuousClock.now - start < .seconds(2))

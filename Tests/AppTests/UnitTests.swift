@@ -1,0 +1,54 @@
+import Server
+import Testing
+@testable import App
+
+@Suite("JSON parser, validation and configuration (pure)")
+struct UnitTests {
+    @Test func jsonParserIsStrict() throws {
+        #expect(try JSONParser.parse(Array(#"{"a": [1, -2.5e3, true, null, "x\u00e9\ud83d\ude00"], "a": 2}"#.utf8)) == .object(["a": .number("2")]))
+        #expect(try JSONParser.parse(Array("\u{FEFF}{}".utf8)) == .object([:]))
+        for bad in ["", "{", "{\"a\":}", "[1,]", "NaN", "01", "{'a':1}", "\"\u{01}\"", "\"\\ud800\"", "\"\\x\"", "{} x", String(repeating: "[", count: 1000)] {
+            #expect(throws: JSONSyntaxError.self, "\(bad)") { try JSONParser.parse(Array(bad.utf8)) }
+        }
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse([0x22, 0xFF, 0x22]) }
+    }
+
+    @Test func mediaTypes() {
+        #expect(RequestValidation.isJSONMediaType("application/json"))
+        #expect(RequestValidation.isJSONMediaType("Application/JSON; charset=utf-8"))
+        #expect(RequestValidation.isJSONMediaType("application/merge-patch+json"))
+        #expect(!RequestValidation.isJSONMediaType("text/plain"))
+        #expect(!RequestValidation.isJSONMediaType("text/json+x"))
+    }
+
+    @Test func configurationDefaultsAndErrors() throws {
+        let configuration = try AppConfiguration(environment: ["DATABASE_URL": "postgresql://u@h/db"], cpus: 2)
+        #expect(configuration.port == 5555)
+        #expect(configuration.host == "0.0.0.0")
+        #expect(configuration.poolSize == 8)
+        #expect(configuration.acquireTimeout == .milliseconds(2000))
+        #expect(configuration.maxBodyBytes == 1_048_576)
+        #expect(configuration.maxHeaderBytes == 16_384)
+        #expect(configuration.httpTimeout == .seconds(30))
+        #expect(configuration.shutdownGrace == .seconds(25))
+        #expect(configuration.corsOrigins == AppConfiguration.defaultCORSOrigins)
+        #expect(configuration.logLevel == .info)
+
+        let bad: [(String, String)] = [
+            ("PORT", "abc"), ("PORT", "70000"), ("DB_POOL_SIZE", "0"), ("DB_ACQUIRE_TIMEOUT_MS", "-1"),
+            ("HTTP_MAX_BODY_BYTES", "lots"), ("HTTP_MAX_HEADER_BYTES", "1"), ("HTTP_TIMEOUT_S", ""),
+            ("CORS_ORIGINS", "localhost:3000"), ("LOG_LEVEL", "loud"), ("SHUTDOWN_GRACE_S", "x"),
+            ("DATABASE_URL", "nonsense=1"), ("HOST", ""),
+        ]
+        for (name, value) in bad {
+            var environment = ["DATABASE_URL": "postgresql://u@h/db"]
+            environment[name] = value
+            let error = #expect(throws: ConfigurationError.self, "\(name)=\(value)") { try AppConfiguration(environment: environment) }
+            #expect(error?.variable == name)
+        }
+        #expect(throws: ConfigurationError.self) { try AppConfiguration(environment: [:]) }
+        let custom = try AppConfiguration(environment: ["DATABASE_URL": "host=/tmp dbname=x", "CORS_ORIGINS": "https://a.example, http://b.example:8080", "LOG_LEVEL": "WARN"])
+        #expect(custom.corsOrigins == ["https://a.example", "http://b.example:8080"])
+        #expect(custom.logLevel == .warning)
+    }
+}
