@@ -1,6 +1,6 @@
 # The two commands: `make run` (server on :5555 with a private PostgreSQL under .data/) and
-# `make test` (the whole suite against a throwaway PostgreSQL).
-.PHONY: run test build db-stop clean
+# `make test` (the whole suite against a throwaway PostgreSQL). The checks below run in CI too.
+.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean
 
 run:
 	@scripts/run.sh
@@ -15,5 +15,23 @@ build:
 db-stop:
 	@scripts/pg-cluster.sh stop .data/pg
 
+# The Dockerfile: hadolint, and its runtime stage run for real in a debootstrap chroot.
+image-check:
+	@scripts/image-check.sh
+
+# k8s-notes/: rendered with kustomize, validated against the Kubernetes schemas.
+k8s-check:
+	@scripts/k8s-check.sh
+
+# .github/workflows and docker-compose.yml against their JSON schemas.
+delivery-check:
+	@scripts/delivery-check.sh
+
+check: test k8s-check delivery-check image-check
+
+# Side-by-side benchmark with the peer and the ceilings (../shared/bench).
+bench:
+	@scripts/bench.sh
+
 clean: db-stop
-	rm -rf .build .data
+	rm -rf .build .build-static .build-rootfs .data
