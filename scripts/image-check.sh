@@ -56,7 +56,7 @@ cleanup() {
 trap cleanup EXIT
 scripts/pg-cluster.sh start "$workdir/pg" "$pgport"
 
-env -i DATABASE_URL="postgresql://postgres@127.0.0.1:$pgport/taskmanagement" PORT="$port" HOST=127.0.0.1 LOG_LEVEL=info \
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DATABASE_URL="postgresql://postgres@127.0.0.1:$pgport/taskmanagement" PORT="$port" HOST=127.0.0.1 LOG_LEVEL=info \
   chroot --userspec=10001:10001 "$rootfs" /usr/local/bin/task-management >"$workdir/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
