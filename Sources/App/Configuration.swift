@@ -11,6 +11,7 @@ struct AppConfiguration: Sendable {
     var poolSize: Int
     var acquireTimeout: Duration
     var maxWaiters: Int
+    var pipelineDepth: Int
     var connectTimeout: Duration
     var startupTimeout: Duration
     var maxBodyBytes: Int
@@ -38,6 +39,7 @@ struct AppConfiguration: Sendable {
         poolSize = try reader.int("DB_POOL_SIZE", default: min(32, max(4, 4 * cpus)), range: 1...1000)
         acquireTimeout = .milliseconds(try reader.int("DB_ACQUIRE_TIMEOUT_MS", default: 2000, range: 1...600_000))
         maxWaiters = try reader.int("DB_MAX_WAITERS", default: 4096, range: 0...1_000_000)
+        pipelineDepth = try reader.int("DB_PIPELINE_DEPTH", default: 16, range: 1...1000)
         connectTimeout = .milliseconds(try reader.int("DB_CONNECT_TIMEOUT_MS", default: 5000, range: 1...600_000))
         startupTimeout = .seconds(try reader.int("DB_STARTUP_TIMEOUT_S", default: 60, range: 0...3600))
         maxBodyBytes = try reader.int("HTTP_MAX_BODY_BYTES", default: 1_048_576, range: 1...1_073_741_824)

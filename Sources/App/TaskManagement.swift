@@ -60,7 +60,7 @@ struct Application: Sendable {
         let pool = ConnectionPool(configuration: PoolConfiguration(
             conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
-            connectTimeout: configuration.connectTimeout
+            connectTimeout: configuration.connectTimeout, pipelineDepth: configuration.pipelineDepth
         ), logger: logger)
         await pool.start()
         try await bootstrapSchema(pool, within: configuration.startupTimeout, logger: logger)

@@ -10,19 +10,19 @@ struct TaskRepository: Sendable {
 
     func list(sortBy: TaskSortField?, descending: Bool) async throws -> [TaskItem] {
         let statement = Statements.list(sortBy: sortBy, descending: descending)
-        let rows = try await pool.withConnection { try await $0.query(statement) }
+        let rows = try await pool.query(statement)
         return try rows.rows.map(TaskItem.init(row:))
     }
 
     func find(id: Int) async throws -> TaskItem? {
-        let rows = try await pool.withConnection { try await $0.query(Statements.findTask, [.int(id)]) }
+        let rows = try await pool.query(Statements.findTask, [.int(id)])
         return try rows.first.map(TaskItem.init(row:))
     }
 
     func create(_ task: NewTask) async throws -> TaskItem {
-        let rows = try await pool.withConnection {
-            try await $0.query(Statements.insertTask, [.text(task.title), .optionalText(task.description), .text(task.status.rawValue)])
-        }
+        let rows = try await pool.query(
+            Statements.insertTask, [.text(task.title), .optionalText(task.description), .text(task.status.rawValue)]
+        )
         guard let row = rows.first else { throw PostgresError(.decoding, "INSERT … RETURNING returned no row") }
         return try TaskItem(row: row)
     }
@@ -42,13 +42,13 @@ struct TaskRepository: Sendable {
         case .unchanged: binds += [.bool(false), .null]
         case .set(let status): binds += [.bool(true), .text(status.rawValue)]
         }
-        let rows = try await pool.withConnection { try await $0.query(Statements.updateTask, binds) }
+        let rows = try await pool.query(Statements.updateTask, binds)
         return try rows.first.map(TaskItem.init(row:))
     }
 
     /// True when a task was deleted.
     func delete(id: Int) async throws -> Bool {
-        let rows = try await pool.withConnection { try await $0.query(Statements.deleteTask, [.int(id)]) }
+        let rows = try await pool.query(Statements.deleteTask, [.int(id)])
         return rows.affectedRows > 0
     }
 
@@ -56,14 +56,14 @@ struct TaskRepository: Sendable {
 
     /// The settings row, created with `dark_mode = false` when there is none.
     func settings() async throws -> SettingsItem {
-        if let row = try await pool.withConnection({ try await $0.query(Statements.selectSettings) }).first {
+        if let row = try await pool.query(Statements.selectSettings).first {
             return try SettingsItem(row: row)
         }
         return try await createSettingsIfMissing(darkMode: false)
     }
 
     func updateSettings(darkMode: Bool) async throws -> SettingsItem {
-        if let row = try await pool.withConnection({ try await $0.query(Statements.updateSettings, [.bool(darkMode)]) }).first {
+        if let row = try await pool.query(Statements.updateSettings, [.bool(darkMode)]).first {
             return try SettingsItem(row: row)
         }
         let created = try await createSettingsIfMissing(darkMode: darkMode)
@@ -176,9 +176,9 @@ enum Statements {
 /// Creates the tables when missing, as the original's migrations define them; never alters or
 /// drops anything. Runs under an advisory lock so that pods starting together do not collide.
 enum Schema {
-    static let bootstrapSQL = """
-        BEGIN;
-        SELECT pg_advisory_xact_lock(7245837000);
+    static let bootstrapStatements = [
+        "SELECT pg_advisory_xact_lock(7245837000)",
+        """
         CREATE TABLE IF NOT EXISTS tasks (
             id          serial PRIMARY KEY,
             title       varchar(200) NOT NULL,
@@ -186,23 +186,20 @@ enum Schema {
             status      varchar(50)  NOT NULL DEFAULT 'TODO',
             created_at  timestamptz  NOT NULL DEFAULT now(),
             updated_at  timestamptz  NOT NULL DEFAULT now()
-        );
+        )
+        """,
+        """
         CREATE TABLE IF NOT EXISTS settings (
             id         serial PRIMARY KEY,
             dark_mode  boolean     NOT NULL DEFAULT false,
             updated_at timestamptz NOT NULL DEFAULT now()
-        );
-        COMMIT;
-        """
+        )
+        """,
+    ]
 
     static func bootstrap(_ pool: ConnectionPool) async throws {
-        try await pool.withConnection { connection in
-            do {
-                _ = try await connection.simpleQuery(bootstrapSQL)
-            } catch {
-                _ = try? await connection.simpleQuery("ROLLBACK")
-                throw error
-            }
+        try await pool.withTransaction { connection in
+            for statement in bootstrapStatements { _ = try await connection.simpleQuery(statement) }
         }
     }
 }

@@ -15,12 +15,14 @@ public struct PoolConfiguration: Sendable {
     public var connectTimeout: Duration
     public var initialBackoff: Duration
     public var maxBackoff: Duration
+    /// Most single-statement queries pipelined on one connection at once (1: no pipelining).
+    public var pipelineDepth: Int
 
     public init(
         conninfo: String, applicationName: String = "task-management", maxConnections: Int = 8,
         minConnections: Int = 1, maxWaiters: Int = 10_000, acquireTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
-        maxBackoff: Duration = .seconds(5)
+        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16
     ) {
         self.conninfo = conninfo
         self.applicationName = applicationName
@@ -31,6 +33,7 @@ public struct PoolConfiguration: Sendable {
         self.connectTimeout = connectTimeout
         self.initialBackoff = initialBackoff
         self.maxBackoff = maxBackoff
+        self.pipelineDepth = max(1, pipelineDepth)
     }
 }
 
@@ -71,6 +74,7 @@ public actor ConnectionPool {
             maxConnections: max(1, configuration.maxConnections),
             minConnections: min(configuration.minConnections, max(1, configuration.maxConnections)),
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
+            maxSharedPerConnection: max(1, configuration.pipelineDepth),
             initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff
         ))
         loop.start()
@@ -87,11 +91,26 @@ public actor ConnectionPool {
     public nonisolated func withConnection<Result: Sendable>(
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        let connection = try await lease()
+        let connection = try await lease(.exclusive)
         do {
             let result = try await body(connection)
             await release(connection)
             return result
+        } catch {
+            await release(connection)
+            throw error
+        }
+    }
+
+    /// Runs one statement outside any transaction. It shares a connection with other such
+    /// queries (libpq pipeline mode), so it costs neither a connection of its own nor a round trip
+    /// of waiting for the queries before it.
+    public nonisolated func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = []) async throws -> PostgresRows {
+        let connection = try await lease(.shared)
+        do {
+            let rows = try await connection.query(statement, binds)
+            await release(connection)
+            return rows
         } catch {
             await release(connection)
             throw error
@@ -116,7 +135,7 @@ public actor ConnectionPool {
         }
     }
 
-    private func lease() async throws -> PostgresConnection {
+    private func lease(_ kind: PoolStateMachine.LeaseKind) async throws -> PostgresConnection {
         let id = nextWaiterID
         nextWaiterID += 1
         return try await withTaskCancellationHandler {
@@ -126,7 +145,7 @@ public actor ConnectionPool {
                     return
                 }
                 waiters[id] = continuation
-                perform(state.leaseRequested(id, now: now))
+                perform(state.leaseRequested(id, kind: kind, now: now))
             }
         } onCancel: {
             Task { await self.cancelWaiter(id) }

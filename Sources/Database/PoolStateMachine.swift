@@ -2,8 +2,12 @@ import DequeModule
 
 /// The connection pool's decisions, with no I/O and no clock of its own: events go in (a lease
 /// is requested, a connection opened, failed, came back or closed, the timer fired), actions come
-/// out (lease this connection to that waiter, fail a waiter, open or close a connection, arm the
-/// timer). Time is whatever `Duration` since an origin the caller passes, so tests drive it by hand.
+/// out (lease this connection to that waiter, fail a waiter, open or close a connection). Time is
+/// whatever `Duration` since an origin the caller passes, so tests drive it by hand.
+///
+/// Two kinds of lease: *exclusive* (a whole idle connection, for transactions) and *shared*
+/// (one single-statement query pipelined with up to `maxSharedPerConnection - 1` others on the
+/// same connection).
 struct PoolStateMachine {
     typealias ConnectionID = Int
     typealias WaiterID = Int
@@ -17,9 +21,16 @@ struct PoolStateMachine {
         var maxWaiters: Int
         /// Longest a request waits before `.poolTimeout`.
         var acquireTimeout: Duration
+        /// Most shared leases (pipelined queries) one connection carries at once.
+        var maxSharedPerConnection: Int
         /// First reconnect delay after a failed connect; doubles per failure up to `maxBackoff`.
         var initialBackoff: Duration
         var maxBackoff: Duration
+    }
+
+    enum LeaseKind: Equatable {
+        case exclusive
+        case shared
     }
 
     enum Action: Equatable {
@@ -33,10 +44,18 @@ struct PoolStateMachine {
         case connecting
         case idle
         case leased
+        /// Carrying this many shared leases (at least one).
+        case shared(Int)
+
+        var isShared: Bool {
+            if case .shared = self { return true }
+            return false
+        }
     }
 
     private struct Waiter {
         let id: WaiterID
+        let kind: LeaseKind
         let enqueuedAt: Duration
         let deadline: Duration
     }
@@ -62,7 +81,8 @@ struct PoolStateMachine {
 
     var openCount: Int { connections.values.filter { $0 != .connecting }.count }
     var connectingCount: Int { connections.values.filter { $0 == .connecting }.count }
-    var leasedCount: Int { connections.values.filter { $0 == .leased }.count }
+    /// Connections lent out, exclusively or shared.
+    var leasedCount: Int { connections.values.filter { $0 == .leased || $0.isShared }.count }
     var idleCount: Int { idle.count }
     var waiterCount: Int { waiters.count }
     /// False while connects fail and no connection is open (requests then fail fast).
@@ -86,10 +106,14 @@ struct PoolStateMachine {
         return actions
     }
 
-    mutating func leaseRequested(_ waiter: WaiterID, now: Duration) -> [Action] {
+    mutating func leaseRequested(_ waiter: WaiterID, kind: LeaseKind = .exclusive, now: Duration) -> [Action] {
         if shuttingDown { return [.fail(waiter, PostgresError(.poolClosed, "the connection pool is shutting down"))] }
-        if let connection = idle.popLast() {
-            connections[connection] = .leased
+        if kind == .shared, waiters.isEmpty, let connection = leastLoadedSharedConnection() {
+            addSharedLease(connection)
+            return [.lease(connection, to: waiter, waited: .zero)]
+        }
+        if waiters.isEmpty, let connection = idle.popLast() {
+            connections[connection] = kind == .shared ? .shared(1) : .leased
             return [.lease(connection, to: waiter, waited: .zero)]
         }
         if isDown {
@@ -99,7 +123,7 @@ struct PoolStateMachine {
         guard waiters.count < configuration.maxWaiters else {
             return [.fail(waiter, PostgresError(.poolQueueFull, "\(waiters.count) requests are already waiting for a connection"))]
         }
-        waiters.append(Waiter(id: waiter, enqueuedAt: now, deadline: now + configuration.acquireTimeout))
+        waiters.append(Waiter(id: waiter, kind: kind, enqueuedAt: now, deadline: now + configuration.acquireTimeout))
         var actions: [Action] = []
         openConnectionsIfNeeded(&actions)
         return actions
@@ -159,17 +183,35 @@ struct PoolStateMachine {
     /// A lease ended. A connection that broke during the lease (`reusable == false`) is closed
     /// and replaced if anyone needs it.
     mutating func connectionReleased(_ connection: ConnectionID, reusable: Bool, now: Duration) -> [Action] {
-        guard connections[connection] == .leased else {
-            preconditionFailure("connection \(connection) released but was not leased")
+        guard let state = connections[connection] else {
+            // A shared connection that broke was already dropped by its first holder's release.
+            return []
         }
         var actions: [Action] = []
-        if !reusable || shuttingDown {
+        if !reusable {
             connections[connection] = nil
             actions.append(.close(connection))
             openConnectionsIfNeeded(&actions)
             return actions
         }
-        hand(connection, now: now, to: &actions)
+        switch state {
+        case .leased, .shared(1):
+            if shuttingDown {
+                connections[connection] = nil
+                actions.append(.close(connection))
+                return actions
+            }
+            hand(connection, now: now, to: &actions)
+        case .shared(let count):
+            connections[connection] = .shared(count - 1)
+            if let first = waiters.first, first.kind == .shared, !shuttingDown {
+                waiters.removeFirst()
+                addSharedLease(connection)
+                actions.append(.lease(connection, to: first.id, waited: now - first.enqueuedAt))
+            }
+        case .idle, .connecting:
+            preconditionFailure("connection \(connection) released but was not leased")
+        }
         return actions
     }
 
@@ -218,15 +260,46 @@ struct PoolStateMachine {
 
     // MARK: Helpers
 
-    /// Gives a ready connection to the first waiter, or parks it as idle.
+    /// Gives a ready connection to the first waiter (and, when it is shared, to the shared
+    /// waiters behind it, up to the pipeline depth), or parks it as idle.
     private mutating func hand(_ connection: ConnectionID, now: Duration, to actions: inout [Action]) {
-        if let waiter = waiters.popFirst() {
-            connections[connection] = .leased
-            actions.append(.lease(connection, to: waiter.id, waited: now - waiter.enqueuedAt))
-        } else {
+        guard let waiter = waiters.popFirst() else {
             connections[connection] = .idle
             idle.append(connection)
+            return
         }
+        actions.append(.lease(connection, to: waiter.id, waited: now - waiter.enqueuedAt))
+        guard waiter.kind == .shared else {
+            connections[connection] = .leased
+            return
+        }
+        var count = 1
+        while count < configuration.maxSharedPerConnection, let next = waiters.first, next.kind == .shared {
+            waiters.removeFirst()
+            count += 1
+            actions.append(.lease(connection, to: next.id, waited: now - next.enqueuedAt))
+        }
+        connections[connection] = .shared(count)
+    }
+
+    /// The open shared connection with the fewest queries in flight and room for one more.
+    private func leastLoadedSharedConnection() -> ConnectionID? {
+        var best: (ConnectionID, Int)?
+        for (id, state) in connections {
+            if case .shared(let count) = state, count < configuration.maxSharedPerConnection, count < (best?.1 ?? .max) {
+                best = (id, count)
+            }
+        }
+        // An idle connection is better than doubling up on a busy one.
+        if let best, best.1 > 0, !idle.isEmpty { return nil }
+        return best?.0
+    }
+
+    private mutating func addSharedLease(_ connection: ConnectionID) {
+        guard case .shared(let count) = connections[connection] else {
+            preconditionFailure("connection \(connection) is not shared")
+        }
+        connections[connection] = .shared(count + 1)
     }
 
     /// Opens connections for waiters (and the minimum), unless backing off after failures.

@@ -20,8 +20,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private var prepared: Set<String> = []
     /// Queries waiting or running; the first is on the wire.
     private var queue: Deque<PendingQuery> = []
-    /// Results of the query on the wire, collected until `PQgetResult` returns NULL.
-    private var current = ResultCollector()
+    /// True once the connection runs in libpq pipeline mode (after the session setup).
+    private var pipelined = false
     /// Called once (on the loop thread) when the connection closes for any reason but `close()`.
     private var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
     private let broken = Atomic<Bool>(false)
@@ -57,6 +57,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                     continuation.resume(throwing: PostgresError(.connectionLost, "the connection closed while starting"))
                     return
                 }
+                guard PQenterPipelineMode(connection.connection) == 1 else {
+                    continuation.resume(throwing: PostgresError(.connectFailed, "cannot enter pipeline mode"))
+                    return
+                }
+                connection.pipelined = true
                 connection.onUnexpectedClose = onUnexpectedClose
                 continuation.resume()
             }
@@ -138,7 +143,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         return try await enqueue(.prepared(statement, parameters))
     }
 
-    /// Runs SQL text with the simple protocol (no parameters; several statements allowed).
+    /// Runs one SQL statement without parameters (BEGIN, COMMIT, DDL…).
     public func simpleQuery(_ sql: String) async throws -> PostgresRows {
         guard !sql.utf8.contains(0) else { throw PostgresError(.invalidValue, "SQL contains a NUL byte") }
         return try await enqueue(.simple(sql))
@@ -152,28 +157,35 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                     return
                 }
                 queue.append(PendingQuery(command: command, continuation: continuation))
-                if queue.count == 1 { sendNext() }
+                if pipelined {
+                    // Pipeline mode: send at once, behind whatever is still in flight.
+                    send(at: queue.count - 1)
+                } else if queue.count == 1 {
+                    send(at: 0)
+                }
             }
         }
     }
 
-    /// Sends the first queued query (or its PREPARE, the first time a statement runs here).
-    private func sendNext() {
-        guard let pg = connection, let pending = queue.first else { return }
-        current = ResultCollector()
-        let sent: Int32
-        switch pending.command {
+    /// Puts the query at `index` of the queue on the wire: PREPARE the first time its statement
+    /// runs here, then execute, then (in pipeline mode) a sync that ends its results.
+    private func send(at index: Int) {
+        guard let pg = connection else { return }
+        var ok: Bool
+        switch queue[index].command {
         case .simple(let sql):
-            sent = PQsendQuery(pg, sql)
+            ok = pipelined ? PQsendQueryParams(pg, sql, 0, nil, nil, nil, nil, 0) == 1 : PQsendQuery(pg, sql) == 1
         case .prepared(let statement, let parameters):
+            ok = true
             if !prepared.contains(statement.name) {
-                current.preparing = statement.name
-                sent = PQsendPrepare(pg, statement.name, statement.sql, 0, nil)
-            } else {
-                sent = sendPrepared(pg, statement, parameters)
+                ok = PQsendPrepare(pg, statement.name, statement.sql, 0, nil) == 1
+                prepared.insert(statement.name)
+                queue[index].preparedHere = true
             }
+            ok = ok && sendPrepared(pg, statement, parameters) == 1
         }
-        guard sent == 1 else {
+        if pipelined { ok = ok && PQpipelineSync(pg) == 1 }
+        guard ok else {
             connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
             return
         }
@@ -211,49 +223,48 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
             return
         }
-        while PQisBusy(pg) == 0 {
+        var sawSeparator = false
+        while let pg = connection, !queue.isEmpty, PQisBusy(pg) == 0 {
             guard let result = PQgetResult(pg) else {
-                completeCurrent()
-                if connection == nil || queue.isEmpty { break }
+                if pipelined {
+                    // NULL ends one command's results; two in a row means nothing more is ready.
+                    if sawSeparator { break }
+                    sawSeparator = true
+                } else {
+                    completeFirst()
+                    if !queue.isEmpty { send(at: 0) }
+                }
                 continue
             }
-            current.add(result)
+            sawSeparator = false
+            if PQresultStatus(result) == PGRES_PIPELINE_SYNC {
+                completeFirst()
+            } else {
+                queue[0].collector.add(result)
+            }
             PQclear(result)
         }
-        if PQstatus(pg) == CONNECTION_BAD {
-            connectionFailed(PostgresError(.connectionLost, errorMessage(pg), sqlState: current.error?.sqlState))
+        if let pg = connection, PQstatus(pg) == CONNECTION_BAD {
+            connectionFailed(PostgresError(.connectionLost, errorMessage(pg), sqlState: queue.first?.collector.error?.sqlState))
         }
     }
 
-    /// The query on the wire has all its results: finish it (or run it, after its PREPARE).
-    private func completeCurrent() {
-        guard let pending = queue.first, let pg = connection else { return }
-        let collected = current
-        current = ResultCollector()
-        if let name = collected.preparing, case .prepared(let statement, let parameters) = pending.command {
-            if let error = collected.error {
-                queue.removeFirst()
-                pending.continuation.resume(throwing: error)
-                sendNext()
-                return
-            }
-            prepared.insert(name)
-            guard sendPrepared(pg, statement, parameters) == 1 else {
-                connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
-                return
-            }
-            flush()
+    /// The first query in flight has all its results: resume its caller.
+    private func completeFirst() {
+        guard let pending = queue.popFirst() else { return }
+        if let pg = connection, PQstatus(pg) == CONNECTION_BAD {
+            let error = pending.collector.error
+            pending.continuation.resume(throwing: PostgresError(.connectionLost, error?.message ?? errorMessage(pg), sqlState: error?.sqlState))
             return
         }
-        queue.removeFirst()
-        if PQstatus(pg) == CONNECTION_BAD {
-            pending.continuation.resume(throwing: PostgresError(.connectionLost, collected.error?.message ?? errorMessage(pg), sqlState: collected.error?.sqlState))
-        } else if let error = collected.error {
+        if let error = pending.collector.error {
+            if pending.preparedHere, pending.collector.firstResultFailed, case .prepared(let statement, _) = pending.command {
+                prepared.remove(statement.name)
+            }
             pending.continuation.resume(throwing: error)
         } else {
-            pending.continuation.resume(returning: collected.rows ?? .empty)
+            pending.continuation.resume(returning: pending.collector.rows ?? .empty)
         }
-        sendNext()
     }
 
     // MARK: Closing
@@ -298,16 +309,22 @@ private struct PendingQuery {
     }
     let command: Command
     let continuation: CheckedContinuation<PostgresRows, Error>
+    /// This query carried its statement's PREPARE (undone if the query fails).
+    var preparedHere = false
+    var collector = ResultCollector()
 }
 
-/// Rows and the first error of the results of one command.
+/// Rows and the first error of the results of one query.
 private struct ResultCollector {
-    /// Set while the PREPARE for this statement name is on the wire.
-    var preparing: String?
     var rows: PostgresRows?
     var error: PostgresError?
+    private var results = 0
+    /// The first result (a PREPARE's, when the query carried one) was an error.
+    var firstResultFailed = false
 
     mutating func add(_ result: OpaquePointer) {
+        results += 1
+        defer { if results == 1 && error != nil { firstResultFailed = true } }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_SINGLE_TUPLE:
             rows = copyRows(result)

@@ -6,7 +6,7 @@ import Testing
 struct PoolStateMachineTests {
     private func machine(max: Int = 2, min: Int = 0, waiters: Int = 3, timeout: Duration = .seconds(2)) -> PoolStateMachine {
         PoolStateMachine(configuration: .init(
-            maxConnections: max, minConnections: min, maxWaiters: waiters, acquireTimeout: timeout,
+            maxConnections: max, minConnections: min, maxWaiters: waiters, acquireTimeout: timeout, maxSharedPerConnection: 2,
             initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
         ))
     }
@@ -135,5 +135,31 @@ struct PoolStateMachineTests {
         do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == [.close(0)]) }
         #expect(pool.isShutDownComplete)
         guard case .fail(3, _) = pool.leaseRequested(3, now: t0).first else { Issue.record("expected a refusal"); return }
+    }
+
+    @Test func sharedLeasesPipelineOnOneConnectionUpToTheDepth() {
+        var pool = machine(max: 1, waiters: 10)
+        do { let result = pool.leaseRequested(1, kind: .shared, now: t0); #expect(result == [.connect(0)]) }
+        do { let result = pool.leaseRequested(2, kind: .shared, now: t0); #expect(result == []) }
+        do { let result = pool.leaseRequested(3, kind: .shared, now: t0); #expect(result == []) }
+        // Depth 2: the connection takes two shared leases, the third waits.
+        do { let result = pool.connectSucceeded(0, now: t0); #expect(result == [.lease(0, to: 1, waited: .zero), .lease(0, to: 2, waited: .zero)]) }
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0 + .seconds(1)); #expect(result == [.lease(0, to: 3, waited: .seconds(1))]) }
+        // An exclusive request waits until every shared lease is back.
+        do { let result = pool.leaseRequested(4, kind: .exclusive, now: t0); #expect(result == []) }
+        do { let result = pool.leaseRequested(5, kind: .shared, now: t0); #expect(result == []) }
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == []) }
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == [.lease(0, to: 4, waited: .zero)]) }
+        do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == [.lease(0, to: 5, waited: .zero)]) }
+    }
+
+    @Test func aBrokenSharedConnectionIsDroppedOnce() {
+        var pool = machine(max: 1, waiters: 10)
+        _ = pool.leaseRequested(1, kind: .shared, now: t0)
+        _ = pool.leaseRequested(2, kind: .shared, now: t0)
+        _ = pool.connectSucceeded(0, now: t0)
+        do { let result = pool.connectionReleased(0, reusable: false, now: t0); #expect(result == [.close(0)]) }
+        do { let result = pool.connectionReleased(0, reusable: false, now: t0); #expect(result == []) }
+        #expect(pool.openCount == 0)
     }
 }

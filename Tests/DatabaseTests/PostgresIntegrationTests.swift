@@ -37,10 +37,8 @@ struct PostgresIntegrationTests {
         let pool = makePool(try TestPostgres.createDatabase())
         await pool.start()
         try await pool.withConnection { connection in
-            _ = try await connection.simpleQuery("""
-                CREATE TYPE mood AS ENUM ('happy', 'sad');
-                CREATE TABLE t (i4 int4, i8 int8, s text, v varchar(10), b bool, tz timestamptz, ts timestamp, m mood)
-                """)
+            _ = try await connection.simpleQuery("CREATE TYPE mood AS ENUM ('happy', 'sad')")
+            _ = try await connection.simpleQuery("CREATE TABLE t (i4 int4, i8 int8, s text, v varchar(10), b bool, tz timestamptz, ts timestamp, m mood)")
             let insert = PreparedStatement(name: "ins", sql: "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *")
             let stamp = PostgresTimestamp(microsecondsSinceEpoch: 1_704_110_400_123_456)
             let row = try #require(try await connection.query(insert, [
@@ -143,6 +141,39 @@ struct PostgresIntegrationTests {
         #expect(statistics.open <= 4)
         #expect(statistics.inUse == 0)
         #expect(statistics.waiting == 0)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func pipelinedQueriesShareConnectionsAndKeepTheirOwnResults() async throws {
+        let url = try TestPostgres.databaseURL
+        let name = "tm-pipe-\(UInt16.random(in: 0...UInt16.max))"
+        let pool = ConnectionPool(
+            configuration: PoolConfiguration(conninfo: url, applicationName: name, maxConnections: 2, acquireTimeout: .seconds(10), pipelineDepth: 8),
+            logger: Logger(label: "test")
+        )
+        await pool.start()
+        let echo = PreparedStatement(name: "pipe_echo", sql: "SELECT $1::int4 * 2 AS n")
+        let fails = PreparedStatement(name: "pipe_fail", sql: "SELECT 1 / $1::int4 AS n")
+        let outcomes = try await withThrowingTaskGroup(of: (Int, Int?).self) { group in
+            for index in 0..<400 {
+                group.addTask {
+                    if index.isMultiple(of: 10) {
+                        // Division by zero in the middle of the pipeline fails only this query.
+                        let value = try? await pool.query(fails, [.int(0)]).first?.int("n")
+                        return (index, value)
+                    }
+                    return (index, try await pool.query(echo, [.int(index)]).first!.int("n"))
+                }
+            }
+            return try await group.reduce(into: [Int: Int?]()) { $0.updateValue($1.1, forKey: $1.0) }
+        }
+        for index in 0..<400 {
+            #expect(outcomes[index]! == (index.isMultiple(of: 10) ? nil : index * 2))
+        }
+        let connections = try TestPostgres.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '\(name)'")
+        #expect(Int(connections)! <= 2)
+        let statistics = await pool.statistics
+        #expect(statistics.inUse == 0 && statistics.waiting == 0)
         await pool.shutdown(gracePeriod: .seconds(1))
     }
 
