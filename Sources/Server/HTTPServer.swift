@@ -24,6 +24,7 @@ public final class HTTPServer: Sendable {
         loops = (0..<max(1, configuration.eventLoops)).map { index in
             ServerLoop(loop: EventLoop(name: "http-loop-\(index)"), context: context)
         }
+        for loop in loops { loop.peers = loops }
     }
 
     /// The port the server listens on (the kernel's choice when configured as 0).
@@ -104,6 +105,8 @@ final class ServerContext: Sendable {
     let requestIDs = RequestIDGenerator()
     /// Requests whose handler started and whose answer is not queued yet, across all loops.
     let inFlight = Atomic<Int>(0)
+    /// Counts accepted connections, to hand them to the loops in turn.
+    let accepted = Atomic<Int>(0)
     private let draining = Atomic<Bool>(false)
 
     init(responder: any HTTPResponder, configuration: ServerConfiguration, logger: Logger) {
@@ -121,9 +124,12 @@ final class ServerContext: Sendable {
 // MARK: - One loop
 
 /// One event loop's listener and the connections it accepted.
-final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` are touched only on `loop`'s thread
+final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` are touched only on `loop`'s thread; `peers` is set before the loops start and only read after
     let loop: EventLoop
     let context: ServerContext
+    /// Every loop of the server, this one included: accepted connections are spread over them
+    /// in turn (a burst of connects would otherwise land on whichever loop woke first).
+    var peers: [ServerLoop] = []
     private var listener: OpaquePointer?
     private var connections: [ObjectIdentifier: HTTPConnection] = [:]
 
@@ -144,6 +150,20 @@ final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` a
     }
 
     private func accept(_ socket: Int32) {
+        guard !context.isDraining else {
+            _ = Glibc.close(socket)
+            return
+        }
+        let target = peers.isEmpty ? self : peers[context.accepted.wrappingAdd(1, ordering: .relaxed).oldValue % peers.count]
+        if target === self {
+            adopt(socket)
+        } else {
+            target.loop.execute { target.adopt(socket) }
+        }
+    }
+
+    /// Serves an accepted socket on this loop.
+    private func adopt(_ socket: Int32) {
         guard !context.isDraining else {
             _ = Glibc.close(socket)
             return
