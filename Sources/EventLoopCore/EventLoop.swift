@@ -1,11 +1,10 @@
 import CLibEvent
 import Glibc
-import Synchronization
 
 /// One libevent `event_base` driven by one dedicated thread; other threads hand it work through
 /// `execute`, which is the only call that is safe off the loop thread (it wakes the loop with
 /// `event_active`, as libevent allows once `evthread_use_pthreads()` has run).
-public final class EventLoop: @unchecked Sendable {  // `base` and its events are used only on the loop thread; `mailbox` is behind a Mutex
+public final class EventLoop: @unchecked Sendable {  // `base` and its events are used only on the loop thread; `mailbox` is behind a lock
     /// The libevent base; use it only on this loop's thread.
     public let base: OpaquePointer
     /// The name of the loop thread, for debuggers and logs.
@@ -13,11 +12,11 @@ public final class EventLoop: @unchecked Sendable {  // `base` and its events ar
     /// The internal event that `execute` activates to wake the loop.
     private var wakeEvent: OpaquePointer?
     /// Work queued by other threads, and whether a wake-up is already pending.
-    private let mailbox = Mutex<Mailbox>(Mailbox())
+    private let mailbox = LockedValue<Mailbox>(Mailbox())
     /// Set once the loop thread has finished; resumes whoever waits in `stop()`.
-    private let finished = Mutex<FinishState>(.running([]))
+    private let finished = LockedValue<FinishState>(.running([]))
     /// The loop thread's pthread id, for `isInLoopThread`.
-    private let threadID = Mutex<pthread_t?>(nil)
+    private let threadID = LockedValue<pthread_t?>(nil)
 
     private struct Mailbox {
         var work: [@Sendable () -> Void] = []
@@ -151,5 +150,25 @@ extension timeval {
         } else {
             self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
         }
+    }
+}
+
+/// A value behind a `pthread_mutex_t`. (Not `Synchronization.Mutex`: its futex-based lock is
+/// invisible to ThreadSanitizer, which then reports every access it guards as a race.)
+public final class LockedValue<Value>: @unchecked Sendable {  // `value` is only touched while `mutex` is held
+    private var mutex = pthread_mutex_t()
+    private var value: Value
+
+    public init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body(&value)
     }
 }

@@ -188,7 +188,9 @@ struct LiveServerTests {
                 try waiting.send("GET /id/1?delay_ms=200 HTTP/1.1\r\n\r\n")
                 _ = partial  // both closed at the end of this scope, before the answer
             }
-            try await Task.sleep(for: .milliseconds(400))
+            let deadline = ContinuousClock.now + .seconds(5)
+            try await Task.sleep(for: .milliseconds(300))
+            while server.requestsInFlight > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
             #expect(server.requestsInFlight == 0)
             #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
         }
