@@ -359,21 +359,25 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
         columns.append(String(cString: PQfname(result, column)))
         types.append(PQftype(result, column))
     }
-    var cells: [String?] = []
+    // One byte buffer and one (start, length) pair per cell: two allocations per result instead
+    // of one string per cell.
+    var bytes: [UInt8] = []
+    var cells: [CellRange] = []
     cells.reserveCapacity(rowCount * columnCount)
     for row in 0..<Int32(rowCount) {
         for column in 0..<Int32(columnCount) {
             if PQgetisnull(result, row, column) == 1 {
-                cells.append(nil)
+                cells.append(CellRange(start: 0, length: -1))
             } else {
                 let length = Int(PQgetlength(result, row, column))
-                let bytes = UnsafeRawPointer(PQgetvalue(result, row, column)!).assumingMemoryBound(to: UInt8.self)
-                cells.append(String(decoding: UnsafeBufferPointer(start: bytes, count: length), as: UTF8.self))
+                let value = UnsafeRawPointer(PQgetvalue(result, row, column)!).assumingMemoryBound(to: UInt8.self)
+                cells.append(CellRange(start: Int32(bytes.count), length: Int32(length)))
+                bytes.append(contentsOf: UnsafeBufferPointer(start: value, count: length))
             }
         }
     }
     let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-    return PostgresRows(columns: columns, types: types, cells: cells, affectedRows: affected)
+    return PostgresRows(columns: columns, types: types, bytes: bytes, cells: cells, affectedRows: affected)
 }
 
 private func serverError(_ result: OpaquePointer) -> PostgresError {

@@ -5,19 +5,22 @@ public struct PostgresRows: Sendable {
     public let columns: [String]
     /// Column type OIDs, as `PQftype` reports them.
     let types: [UInt32]
-    /// Row-major cell values; nil is SQL NULL.
-    let cells: [String?]
+    /// Every cell's text, back to back.
+    let bytes: [UInt8]
+    /// Row-major: where each cell's text lies in `bytes` (length -1 for SQL NULL).
+    let cells: [CellRange]
     /// Rows changed by an INSERT/UPDATE/DELETE (from the command tag).
     public let affectedRows: Int
 
-    init(columns: [String], types: [UInt32], cells: [String?], affectedRows: Int) {
+    init(columns: [String], types: [UInt32], bytes: [UInt8], cells: [CellRange], affectedRows: Int) {
         self.columns = columns
         self.types = types
+        self.bytes = bytes
         self.cells = cells
         self.affectedRows = affectedRows
     }
 
-    static let empty = PostgresRows(columns: [], types: [], cells: [], affectedRows: 0)
+    static let empty = PostgresRows(columns: [], types: [], bytes: [], cells: [], affectedRows: 0)
 
     public var count: Int { columns.isEmpty ? 0 : cells.count / columns.count }
     public var isEmpty: Bool { count == 0 }
@@ -37,11 +40,25 @@ public struct PostgresRow: Sendable {
     let rows: PostgresRows
     let offset: Int
 
-    private func cell(_ column: Int) throws -> String? {
+    /// The cell's text bytes; nil for SQL NULL.
+    private func cellBytes(_ column: Int) throws -> ArraySlice<UInt8>? {
         guard column >= 0 && column < rows.columns.count else {
             throw PostgresError(.decoding, "no column at index \(column)")
         }
-        return rows.cells[offset + column]
+        let range = rows.cells[offset + column]
+        guard range.length >= 0 else { return nil }
+        return rows.bytes[Int(range.start)..<Int(range.start + range.length)]
+    }
+
+    private func cell(_ column: Int) throws -> String? {
+        try cellBytes(column).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    private func requiredBytes(_ column: Int) throws -> ArraySlice<UInt8> {
+        guard let value = try cellBytes(column) else {
+            throw PostgresError(.decoding, "column \(rows.columns[column]) is NULL")
+        }
+        return value
     }
 
     private func index(of name: String) throws -> Int {
@@ -58,12 +75,14 @@ public struct PostgresRow: Sendable {
         return value
     }
 
-    public func isNull(_ column: Int) throws -> Bool { try cell(column) == nil }
+    public func isNull(_ column: Int) throws -> Bool { try cellBytes(column) == nil }
 
     /// `int2`/`int4`/`int8` (or any integer text).
     public func int(_ column: Int) throws -> Int {
-        let text = try required(column)
-        guard let value = Int(text) else { throw PostgresError(.decoding, "column \(rows.columns[column]) is not an integer: \(text)") }
+        let bytes = try requiredBytes(column)
+        guard let value = parseInteger(bytes) else {
+            throw PostgresError(.decoding, "column \(rows.columns[column]) is not an integer: \(String(decoding: bytes, as: UTF8.self))")
+        }
         return value
     }
 
@@ -73,18 +92,19 @@ public struct PostgresRow: Sendable {
     public func optionalString(_ column: Int) throws -> String? { try cell(column) }
 
     public func bool(_ column: Int) throws -> Bool {
-        switch try required(column) {
-        case "t": return true
-        case "f": return false
-        case let text: throw PostgresError(.decoding, "column \(rows.columns[column]) is not a boolean: \(text)")
+        let bytes = try requiredBytes(column)
+        switch Array(bytes) {
+        case [UInt8(ascii: "t")]: return true
+        case [UInt8(ascii: "f")]: return false
+        default: throw PostgresError(.decoding, "column \(rows.columns[column]) is not a boolean: \(String(decoding: bytes, as: UTF8.self))")
         }
     }
 
     /// `timestamptz` or `timestamp` (read as UTC).
     public func timestamp(_ column: Int) throws -> PostgresTimestamp {
-        let text = try required(column)
-        guard let value = PostgresTimestamp(postgresText: text) else {
-            throw PostgresError(.decoding, "column \(rows.columns[column]) is not a timestamp: \(text)")
+        let bytes = try requiredBytes(column)
+        guard let value = PostgresTimestamp(postgresBytes: bytes) else {
+            throw PostgresError(.decoding, "column \(rows.columns[column]) is not a timestamp: \(String(decoding: bytes, as: UTF8.self))")
         }
         return value
     }
@@ -94,6 +114,32 @@ public struct PostgresRow: Sendable {
     public func optionalString(_ name: String) throws -> String? { try optionalString(index(of: name)) }
     public func bool(_ name: String) throws -> Bool { try bool(index(of: name)) }
     public func timestamp(_ name: String) throws -> PostgresTimestamp { try timestamp(index(of: name)) }
+}
+
+/// Where one cell's text lies in `PostgresRows.bytes`; length -1 is SQL NULL.
+struct CellRange: Sendable {
+    let start: Int32
+    let length: Int32
+}
+
+/// A decimal integer with an optional sign, without going through a String.
+private func parseInteger(_ bytes: ArraySlice<UInt8>) -> Int? {
+    var digits = bytes
+    var negative = false
+    if let sign = digits.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") {
+        negative = sign == UInt8(ascii: "-")
+        digits = digits.dropFirst()
+    }
+    guard !digits.isEmpty, digits.count <= 19 else { return nil }
+    var value = 0
+    for byte in digits {
+        guard byte >= 0x30 && byte <= 0x39 else { return nil }
+        let (times, overflow1) = value.multipliedReportingOverflow(by: 10)
+        let (sum, overflow2) = times.addingReportingOverflow(Int(byte - 0x30))
+        guard !overflow1 && !overflow2 else { return nil }
+        value = sum
+    }
+    return negative ? -value : value
 }
 
 /// A named statement, prepared on each connection the first time it runs there.

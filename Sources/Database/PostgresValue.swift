@@ -45,7 +45,12 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable {
     /// Parses PostgreSQL's text output (`2024-01-01 12:00:00.123456+00`, `+05:30`, or no offset
     /// for `timestamp without time zone`, which is read as UTC).
     public init?(postgresText text: String) {
-        var bytes = Array(text.utf8)[...]
+        self.init(postgresBytes: Array(text.utf8)[...])
+    }
+
+    /// `init(postgresText:)` over the UTF-8 bytes of the text.
+    init?(postgresBytes: ArraySlice<UInt8>) {
+        var bytes = postgresBytes
         func number(_ count: Int) -> Int? {
             guard bytes.count >= count else { return nil }
             var value = 0
