@@ -180,7 +180,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             return
         }
         state = .reading
-        if evbuffer_get_length(bufferevent_get_output(bev)) > Self.outputHighWater {
+        if evbuffer_get_length(bufferevent_get_output(bev)) > context.configuration.maxPendingOutputBytes {
             waitingForOutput = true
         }
         bufferevent_enable(bev, Int16(EV_READ))
@@ -194,9 +194,6 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         input.removeAll()
         state = .closingAfterWrite
     }
-
-    /// Output beyond which pipelined requests wait for the client to read its answers.
-    private static let outputHighWater = 256 * 1024
 
     // MARK: Writing
 

@@ -18,11 +18,15 @@ public struct ServerConfiguration: Sendable {
     public var lingerTimeout: Duration
     /// `listen()` backlog.
     public var backlog: Int
+    /// Unsent answer bytes beyond which a connection reads no further pipelined requests until
+    /// the client catches up.
+    public var maxPendingOutputBytes: Int
 
     public init(
         host: String = "0.0.0.0", port: Int = 5555, eventLoops: Int = availableCPUs(),
         maxBodyBytes: Int = 1_048_576, maxHeaderBytes: Int = 16_384,
-        timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024
+        timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024,
+        maxPendingOutputBytes: Int = 256 * 1024
     ) {
         self.host = host
         self.port = port
@@ -32,6 +36,7 @@ public struct ServerConfiguration: Sendable {
         self.timeout = timeout
         self.lingerTimeout = lingerTimeout
         self.backlog = backlog
+        self.maxPendingOutputBytes = maxPendingOutputBytes
     }
 }
 
