@@ -353,11 +353,9 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
     let rowCount = Int(PQntuples(result))
     let columnCount = Int(PQnfields(result))
     var columns: [String] = []
-    var types: [UInt32] = []
     columns.reserveCapacity(columnCount)
     for column in 0..<Int32(columnCount) {
         columns.append(String(cString: PQfname(result, column)))
-        types.append(PQftype(result, column))
     }
     // One byte buffer and one (start, length) pair per cell: two allocations per result instead
     // of one string per cell.
@@ -377,7 +375,7 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
         }
     }
     let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-    return PostgresRows(columns: columns, types: types, bytes: bytes, cells: cells, affectedRows: affected)
+    return PostgresRows(columns: columns, bytes: bytes, cells: cells, affectedRows: affected)
 }
 
 private func serverError(_ result: OpaquePointer) -> PostgresError {

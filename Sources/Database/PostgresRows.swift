@@ -3,8 +3,6 @@ import CLibPQ
 /// The rows of one query result, copied out of libpq's `PGresult` (text format).
 public struct PostgresRows: Sendable {
     public let columns: [String]
-    /// Column type OIDs, as `PQftype` reports them.
-    let types: [UInt32]
     /// Every cell's text, back to back.
     let bytes: [UInt8]
     /// Row-major: where each cell's text lies in `bytes` (length -1 for SQL NULL).
@@ -12,15 +10,14 @@ public struct PostgresRows: Sendable {
     /// Rows changed by an INSERT/UPDATE/DELETE (from the command tag).
     public let affectedRows: Int
 
-    init(columns: [String], types: [UInt32], bytes: [UInt8], cells: [CellRange], affectedRows: Int) {
+    init(columns: [String], bytes: [UInt8], cells: [CellRange], affectedRows: Int) {
         self.columns = columns
-        self.types = types
         self.bytes = bytes
         self.cells = cells
         self.affectedRows = affectedRows
     }
 
-    static let empty = PostgresRows(columns: [], types: [], bytes: [], cells: [], affectedRows: 0)
+    static let empty = PostgresRows(columns: [], bytes: [], cells: [], affectedRows: 0)
 
     public var count: Int { columns.isEmpty ? 0 : cells.count / columns.count }
     public var isEmpty: Bool { count == 0 }

@@ -116,7 +116,9 @@ public final class EventLoop: @unchecked Sendable {  // `base` and its events ar
     private func runMailbox() {
         let work = mailbox.withLock { box -> [@Sendable () -> Void] in
             box.wakePending = false
-            return box.work.isEmpty ? [] : { defer { box.work.removeAll(keepingCapacity: true) }; return box.work }()
+            var taken: [@Sendable () -> Void] = []
+            swap(&taken, &box.work)
+            return taken
         }
         for item in work { item() }
     }
