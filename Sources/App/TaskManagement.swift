@@ -1,4 +1,5 @@
 import Database
+import EventLoopCore
 import Foundation
 import Logging
 import Metrics
@@ -44,12 +45,17 @@ enum TaskManagement {
             logger: logger
         ))
         try await group.run()
+        await application.eventLoops.stop()
         logger.info("shut down cleanly")
     }
 }
 
-/// The assembled server: pool, schema, router, HTTP server. Tests build one on port 0.
+/// The assembled server: event loops, pool, schema, router, HTTP server. Tests build one on
+/// port 0.
 struct Application: Sendable {
+    /// Shared by the server and the pool: a request's socket, handler and database connection
+    /// are served by one loop thread whenever a connection of that loop is free.
+    let eventLoops: EventLoopGroup
     let pool: ConnectionPool
     let server: HTTPServer
     let readiness: Readiness
@@ -57,11 +63,12 @@ struct Application: Sendable {
     /// Opens the pool, creates missing tables (retrying until `startupTimeout` while PostgreSQL
     /// is unreachable), and builds the server without starting it.
     static func make(_ configuration: AppConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) async throws -> Application {
+        let eventLoops = EventLoopGroup(count: configuration.eventLoops, namePrefix: "loop")
         let pool = ConnectionPool(configuration: PoolConfiguration(
             conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             connectTimeout: configuration.connectTimeout, pipelineDepth: configuration.pipelineDepth
-        ), logger: logger)
+        ), logger: logger, eventLoops: eventLoops)
         await pool.start()
         try await bootstrapSchema(pool, within: configuration.startupTimeout, logger: logger)
 
@@ -79,9 +86,9 @@ struct Application: Sendable {
                 maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
                 timeout: configuration.httpTimeout
             ),
-            responder: router, logger: logger
+            responder: router, logger: logger, eventLoops: eventLoops
         )
-        return Application(pool: pool, server: server, readiness: readiness)
+        return Application(eventLoops: eventLoops, pool: pool, server: server, readiness: readiness)
     }
 
     private static func bootstrapSchema(_ pool: ConnectionPool, within timeout: Duration, logger: Logger) async throws {

@@ -12,4 +12,11 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 #include <event2/util.h>
+#include <sys/prctl.h>
+
+/* Names the calling thread (shown by top -H, perf and debuggers); prctl is variadic, so Swift
+   cannot call it directly. */
+static inline void clibevent_name_current_thread(const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+}
 #endif

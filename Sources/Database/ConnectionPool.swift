@@ -53,7 +53,10 @@ public struct PoolStatistics: Sendable, Equatable {
 public actor ConnectionPool {
     private var state: PoolStateMachine
     private let configuration: PoolConfiguration
-    private let loop: EventLoop
+    /// The loops connections run on; a query prefers a connection on its caller's loop.
+    private let loops: EventLoopGroup
+    /// The pool made `loops` itself, so it stops them at shutdown.
+    private let ownsLoops: Bool
     private let logger: Logger
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
@@ -65,19 +68,23 @@ public actor ConnectionPool {
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
     private let metrics = PoolMetrics()
 
-    public init(configuration: PoolConfiguration, logger: Logger) {
+    /// A pool whose connections run on `eventLoops` (shared, e.g. with the HTTP server, and left
+    /// running at shutdown), or on one loop of its own when nil.
+    public init(configuration: PoolConfiguration, logger: Logger, eventLoops: EventLoopGroup? = nil) {
         self.configuration = configuration
         self.logger = logger
         self.origin = clock.now
-        self.loop = EventLoop(name: "postgres-loop")
+        self.loops = eventLoops ?? EventLoopGroup(count: 1, namePrefix: "postgres-loop")
+        self.ownsLoops = eventLoops == nil
         self.state = PoolStateMachine(configuration: .init(
             maxConnections: max(1, configuration.maxConnections),
             minConnections: min(configuration.minConnections, max(1, configuration.maxConnections)),
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             maxSharedPerConnection: max(1, configuration.pipelineDepth),
-            initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff
+            initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff,
+            affinityGroups: loops.loops.count
         ))
-        loop.start()
+        loops.start()
     }
 
     /// Opens the minimum connections in the background.
@@ -91,7 +98,7 @@ public actor ConnectionPool {
     public nonisolated func withConnection<Result: Sendable>(
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
-        let connection = try await lease(.exclusive)
+        let connection = try await lease(.exclusive, group: loops.currentIndex)
         do {
             let result = try await body(connection)
             await release(connection)
@@ -106,7 +113,7 @@ public actor ConnectionPool {
     /// queries (libpq pipeline mode), so it costs neither a connection of its own nor a round trip
     /// of waiting for the queries before it.
     public nonisolated func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = []) async throws -> PostgresRows {
-        let connection = try await lease(.shared)
+        let connection = try await lease(.shared, group: loops.currentIndex)
         do {
             let rows = try await connection.query(statement, binds)
             await release(connection)
@@ -135,17 +142,21 @@ public actor ConnectionPool {
         }
     }
 
-    private func lease(_ kind: PoolStateMachine.LeaseKind) async throws -> PostgresConnection {
+    /// A connection for the caller: at once when one is free (no continuation, no suspension
+    /// beyond the hop onto the actor), else after waiting in line.
+    private func lease(_ kind: PoolStateMachine.LeaseKind, group: Int?) async throws -> PostgresConnection {
         let id = nextWaiterID
         nextWaiterID += 1
+        let actions = state.leaseRequested(id, kind: kind, group: group, now: now)
+        if actions.count == 1, case .lease(let connectionID, id, let waited) = actions[0], let connection = connections[connectionID] {
+            metrics.recordWait(waited)
+            updateMetrics()
+            return connection
+        }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                if Task.isCancelled {
-                    continuation.resume(throwing: CancellationError())
-                    return
-                }
                 waiters[id] = continuation
-                perform(state.leaseRequested(id, kind: kind, now: now))
+                perform(actions)
             }
         } onCancel: {
             Task { await self.cancelWaiter(id) }
@@ -186,7 +197,7 @@ public actor ConnectionPool {
         connections.removeAll()
         timer?.task.cancel()
         timer = nil
-        await loop.stop()
+        if ownsLoops { await loops.stop() }
     }
 
     private func finishShutdown() {
@@ -224,7 +235,7 @@ public actor ConnectionPool {
 
     private func openConnection(_ id: Int) {
         let configuration = configuration
-        let loop = loop
+        let loop = loops.loops[state.group(of: id) % loops.loops.count]
         Task {
             do {
                 let connection = try await PostgresConnection.connect(

@@ -8,6 +8,10 @@ import DequeModule
 /// Two kinds of lease: *exclusive* (a whole idle connection, for transactions) and *shared*
 /// (one single-statement query pipelined with up to `maxSharedPerConnection - 1` others on the
 /// same connection).
+///
+/// Connections are spread over `affinityGroups` groups (the event loops they run on); a lease
+/// that names its caller's group gets a connection of that group when one is free, so the
+/// query and its caller stay on one thread.
 struct PoolStateMachine {
     typealias ConnectionID = Int
     typealias WaiterID = Int
@@ -26,6 +30,8 @@ struct PoolStateMachine {
         /// First reconnect delay after a failed connect; doubles per failure up to `maxBackoff`.
         var initialBackoff: Duration
         var maxBackoff: Duration
+        /// How many groups (event loops) connections are spread over.
+        var affinityGroups: Int = 1
     }
 
     enum LeaseKind: Equatable {
@@ -62,6 +68,8 @@ struct PoolStateMachine {
 
     let configuration: Configuration
     private var connections: [ConnectionID: ConnectionState] = [:]
+    /// The group each connection was placed in (entries of closed connections are pruned lazily).
+    private var groups: [ConnectionID: Int] = [:]
     /// Idle connections, most recently used last (reused first: warm caches, fewer idle timeouts).
     private var idle: [ConnectionID] = []
     private var waiters: Deque<Waiter> = []
@@ -106,14 +114,19 @@ struct PoolStateMachine {
         return actions
     }
 
-    mutating func leaseRequested(_ waiter: WaiterID, kind: LeaseKind = .exclusive, now: Duration) -> [Action] {
+    /// The group connection `id` runs in (0 when it is unknown).
+    func group(of id: ConnectionID) -> Int { groups[id] ?? 0 }
+
+    /// A request for a connection; `group` is the caller's group when it runs in one.
+    mutating func leaseRequested(_ waiter: WaiterID, kind: LeaseKind = .exclusive, group: Int? = nil, now: Duration) -> [Action] {
         if shuttingDown { return [.fail(waiter, PostgresError(.poolClosed, "the connection pool is shutting down"))] }
-        if kind == .shared, waiters.isEmpty, let connection = leastLoadedSharedConnection() {
-            addSharedLease(connection)
-            return [.lease(connection, to: waiter, waited: .zero)]
-        }
-        if waiters.isEmpty, let connection = idle.popLast() {
-            connections[connection] = kind == .shared ? .shared(1) : .leased
+        if waiters.isEmpty, let connection = bestConnection(for: kind, group: group) {
+            if case .shared(let count) = connections[connection] {
+                connections[connection] = .shared(count + 1)
+            } else {
+                idle.removeAll { $0 == connection }
+                connections[connection] = kind == .shared ? .shared(1) : .leased
+            }
             return [.lease(connection, to: waiter, waited: .zero)]
         }
         if isDown {
@@ -136,10 +149,15 @@ struct PoolStateMachine {
         return true
     }
 
-    /// Allocates an id for a connection about to be opened by `.connect`.
+    /// Allocates an id for a connection about to be opened by `.connect`, in the group that has
+    /// the fewest connections.
     private mutating func newConnection() -> ConnectionID {
         let id = nextConnectionID
         nextConnectionID += 1
+        groups = groups.filter { connections[$0.key] != nil }
+        var sizes = Array(repeating: 0, count: max(1, configuration.affinityGroups))
+        for group in groups.values { sizes[group] += 1 }
+        groups[id] = sizes.indices.min { sizes[$0] < sizes[$1] } ?? 0
         connections[id] = .connecting
         return id
     }
@@ -282,17 +300,23 @@ struct PoolStateMachine {
         connections[connection] = .shared(count)
     }
 
-    /// The open shared connection with the fewest queries in flight and room for one more.
-    private func leastLoadedSharedConnection() -> ConnectionID? {
-        var best: (ConnectionID, Int)?
-        for (id, state) in connections {
-            if case .shared(let count) = state, count < configuration.maxSharedPerConnection, count < (best?.1 ?? .max) {
-                best = (id, count)
+    /// The connection a lease gets without waiting: for an exclusive lease an idle one, for a
+    /// shared lease the least loaded of the idle ones and the shared ones with room (an idle
+    /// connection beats doubling up on a busy one). Connections of the caller's `group` come
+    /// first; among equals, the most recently used idle connection.
+    private func bestConnection(for kind: LeaseKind, group: Int?) -> ConnectionID? {
+        var best: (id: ConnectionID, score: (Int, Int))?
+        func consider(_ id: ConnectionID, load: Int) {
+            let score = (group == nil || groups[id] == group ? 0 : 1, load)
+            if best == nil || score < best!.score { best = (id, score) }
+        }
+        for id in idle.reversed() { consider(id, load: 0) }
+        if kind == .shared {
+            for (id, state) in connections {
+                if case .shared(let count) = state, count < configuration.maxSharedPerConnection { consider(id, load: count) }
             }
         }
-        // An idle connection is better than doubling up on a busy one.
-        if let best, best.1 > 0, !idle.isEmpty { return nil }
-        return best?.0
+        return best?.id
     }
 
     private mutating func addSharedLease(_ connection: ConnectionID) {

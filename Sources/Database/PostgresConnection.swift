@@ -151,7 +151,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 
     private func enqueue(_ command: PendingQuery.Command) async throws -> PostgresRows {
         try await withCheckedThrowingContinuation { continuation in
-            loop.execute { [self] in
+            loop.executeOrRunNow { [self] in
                 guard connection != nil, !isBroken else {
                     continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
                     return

@@ -4,7 +4,11 @@ import Glibc
 /// One libevent `event_base` driven by one dedicated thread; other threads hand it work through
 /// `execute`, which is the only call that is safe off the loop thread (it wakes the loop with
 /// `event_active`, as libevent allows once `evthread_use_pthreads()` has run).
-public final class EventLoop: @unchecked Sendable {  // `base` and its events are used only on the loop thread; `mailbox` is behind a lock
+///
+/// It is also a `TaskExecutor`: a task started with `Task(executorPreference: loop)` runs its
+/// code on the loop thread, so a handler, the socket it answers and the database connection it
+/// uses can all live on one thread with no hop between them.
+public final class EventLoop: TaskExecutor, @unchecked Sendable {  // `base` and its events are used only on the loop thread; `mailbox` is behind a lock
     /// The libevent base; use it only on this loop's thread.
     public let base: OpaquePointer
     /// The name of the loop thread, for debuggers and logs.
@@ -13,14 +17,19 @@ public final class EventLoop: @unchecked Sendable {  // `base` and its events ar
     private var wakeEvent: OpaquePointer?
     /// Work queued by other threads, and whether a wake-up is already pending.
     private let mailbox = LockedValue<Mailbox>(Mailbox())
+    private let started = LockedValue(false)
     /// Set once the loop thread has finished; resumes whoever waits in `stop()`.
     private let finished = LockedValue<FinishState>(.running([]))
-    /// The loop thread's pthread id, for `isInLoopThread`.
-    private let threadID = LockedValue<pthread_t?>(nil)
 
     private struct Mailbox {
-        var work: [@Sendable () -> Void] = []
+        var work: [Work] = []
         var wakePending = false
+    }
+
+    /// A closure from `execute` or a job of a task that prefers this loop, run in arrival order.
+    private enum Work {
+        case closure(@Sendable () -> Void)
+        case job(UnownedJob)
     }
 
     private enum FinishState {
@@ -54,10 +63,15 @@ public final class EventLoop: @unchecked Sendable {  // `base` and its events ar
         event_base_free(base)
     }
 
-    /// Starts the loop thread. The loop runs until `stop()`.
+    /// Starts the loop thread (once; later calls do nothing). The loop runs until `stop()`.
     public func start() {
-        spawnThread { [self] in
-            self.threadID.withLock { $0 = pthread_self() }
+        let first = started.withLock { started -> Bool in
+            defer { started = true }
+            return !started
+        }
+        guard first else { return }
+        spawnThread(name: name) { [self] in
+            pthread_setspecific(currentLoopKey, Unmanaged.passUnretained(self).toOpaque())
             event_base_loop(self.base, EVLOOP_NO_EXIT_ON_EMPTY)
             self.runMailbox()
             let waiters = self.finished.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -66,17 +80,37 @@ public final class EventLoop: @unchecked Sendable {  // `base` and its events ar
                 return waiters
             }
             waiters.forEach { $0.resume() }
+            pthread_setspecific(currentLoopKey, nil)
         }
+    }
+
+    /// The loop whose thread is the calling thread, if any.
+    public static var current: EventLoop? {
+        guard let pointer = pthread_getspecific(currentLoopKey) else { return nil }
+        return Unmanaged<EventLoop>.fromOpaque(pointer).takeUnretainedValue()
     }
 
     /// True on this loop's own thread.
     public var isInLoopThread: Bool {
-        guard let id = threadID.withLock({ $0 }) else { return false }
-        return pthread_equal(id, pthread_self()) != 0
+        pthread_getspecific(currentLoopKey) == Unmanaged.passUnretained(self).toOpaque()
     }
 
     /// Runs `work` on the loop thread, soon. Safe from any thread.
     public func execute(_ work: @escaping @Sendable () -> Void) {
+        post(.closure(work))
+    }
+
+    /// Runs `work` now when called on the loop thread, otherwise as `execute` does.
+    public func executeOrRunNow(_ work: @escaping @Sendable () -> Void) {
+        if isInLoopThread { work() } else { post(.closure(work)) }
+    }
+
+    /// `TaskExecutor`: runs the job on the loop thread, in order with `execute`d work.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        post(.job(UnownedJob(job)))
+    }
+
+    private func post(_ work: Work) {
         let needsWake = mailbox.withLock { box -> Bool in
             box.work.append(work)
             if box.wakePending { return false }
@@ -112,22 +146,38 @@ public final class EventLoop: @unchecked Sendable {  // `base` and its events ar
         }
     }
 
-    /// Runs everything queued by `execute`, in order.
+    /// Runs everything queued by `execute` and `enqueue`, in order.
     private func runMailbox() {
-        let work = mailbox.withLock { box -> [@Sendable () -> Void] in
+        let work = mailbox.withLock { box -> [Work] in
             box.wakePending = false
-            var taken: [@Sendable () -> Void] = []
+            var taken: [Work] = []
             swap(&taken, &box.work)
             return taken
         }
-        for item in work { item() }
+        let executor = asUnownedTaskExecutor()
+        for item in work {
+            switch item {
+            case .closure(let closure): closure()
+            case .job(let job): job.runSynchronously(on: executor)
+            }
+        }
     }
 }
 
-/// Runs `body` on a new detached pthread (Foundation's `Thread` would bring Dispatch's `fd_set`,
-/// which clashes with libevent's headers).
-private func spawnThread(_ body: @escaping () -> Void) {
-    let box = Unmanaged.passRetained(TimerBox(body)).toOpaque()
+/// The thread-local slot that holds the loop running on the current thread.
+private let currentLoopKey: pthread_key_t = {
+    var key = pthread_key_t()
+    precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+    return key
+}()
+
+/// Runs `body` on a new detached pthread named `name` (Foundation's `Thread` would bring
+/// Dispatch's `fd_set`, which clashes with libevent's headers).
+private func spawnThread(name: String, _ body: @escaping () -> Void) {
+    let box = Unmanaged.passRetained(TimerBox {
+        clibevent_name_current_thread(String(name.prefix(15)))
+        body()
+    }).toOpaque()
     var thread = pthread_t()
     let status = pthread_create(&thread, nil, { context in
         Unmanaged<TimerBox>.fromOpaque(context!).takeRetainedValue().work()

@@ -161,9 +161,11 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         let responder = context.responder
         let loop = owner.loop
         context.requestStarted()
-        Task {
+        // The handler runs on this loop's thread (the loop is the task's executor), so the answer
+        // is written without a hop unless the handler moved elsewhere.
+        Task(executorPreference: loop) {
             let response = await responder.respond(to: request)
-            loop.execute { [self] in
+            loop.executeOrRunNow { [self] in
                 self.context.requestFinished()
                 self.answer(response, to: head, requestID: request.requestID)
             }

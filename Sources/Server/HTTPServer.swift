@@ -15,15 +15,20 @@ public final class HTTPServer: Sendable {
     }
 
     private let context: ServerContext
+    private let group: EventLoopGroup
+    /// The server made `group` itself, so it stops it at shutdown.
+    private let ownsGroup: Bool
     private let loops: [ServerLoop]
     private let state = Mutex<State>(.idle)
 
-    public init(configuration: ServerConfiguration, responder: any HTTPResponder, logger: Logger) {
+    /// A server on `eventLoops` (shared with others, e.g. the database pool, and left running at
+    /// shutdown), or on `configuration.eventLoops` loops of its own when nil.
+    public init(configuration: ServerConfiguration, responder: any HTTPResponder, logger: Logger, eventLoops: EventLoopGroup? = nil) {
         let context = ServerContext(responder: responder, configuration: configuration, logger: logger)
         self.context = context
-        loops = (0..<max(1, configuration.eventLoops)).map { index in
-            ServerLoop(loop: EventLoop(name: "http-loop-\(index)"), context: context)
-        }
+        group = eventLoops ?? EventLoopGroup(count: configuration.eventLoops, namePrefix: "http-loop")
+        ownsGroup = eventLoops == nil
+        loops = group.loops.map { ServerLoop(loop: $0, context: context) }
         for loop in loops { loop.peers = loops }
     }
 
@@ -49,8 +54,8 @@ public final class HTTPServer: Sendable {
                 _ = Glibc.close(socket)
                 throw error
             }
+            group.start()
             for loop in loops {
-                loop.loop.start()
                 loop.loop.execute { loop.listen(on: socket) }
             }
             state = .running(port: port, socket: socket)
@@ -77,10 +82,8 @@ public final class HTTPServer: Sendable {
             if open == 0 { break }
             try? await Task.sleep(for: .milliseconds(10))
         }
-        for loop in loops {
-            loop.loop.execute { loop.closeAllConnections() }
-            await loop.loop.stop()
-        }
+        for loop in loops { await loop.closeAllConnections() }
+        if ownsGroup { await group.stop() }
         state.withLock { $0 = .stopped }
         context.logger.info("server stopped")
     }
@@ -201,8 +204,14 @@ final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` a
         }
     }
 
-    func closeAllConnections() {
-        for connection in Array(connections.values) { connection.close() }
+    /// Closes every connection of this loop; returns once done.
+    func closeAllConnections() async {
+        await withCheckedContinuation { continuation in
+            loop.execute { [self] in
+                for connection in Array(connections.values) { connection.close() }
+                continuation.resume()
+            }
+        }
     }
 }
 

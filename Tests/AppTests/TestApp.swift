@@ -52,6 +52,7 @@ struct TestApp {
     func stop() async {
         await application.server.shutdown(gracePeriod: .seconds(2))
         await application.pool.shutdown(gracePeriod: .seconds(1))
+        await application.eventLoops.stop()
     }
 
     func get(_ path: String, headers: [(String, String)] = []) async throws -> TestResponse {

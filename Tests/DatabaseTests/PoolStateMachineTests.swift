@@ -162,4 +162,47 @@ struct PoolStateMachineTests {
         do { let result = pool.connectionReleased(0, reusable: false, now: t0); #expect(result == []) }
         #expect(pool.openCount == 0)
     }
+
+    @Test func connectionsSpreadOverGroupsAndLeasesPreferTheCallersGroup() {
+        var pool = PoolStateMachine(configuration: .init(
+            maxConnections: 4, minConnections: 4, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: 4,
+            initialBackoff: .milliseconds(100), maxBackoff: .seconds(1), affinityGroups: 2
+        ))
+        // The minimum opens one connection at a time, alternating between the groups.
+        var opened: [Int] = []
+        var next = pool.start()
+        while case .connect(let id)? = next.first {
+            opened.append(id)
+            next = pool.connectSucceeded(id, now: t0)
+        }
+        #expect(opened == [0, 1, 2, 3])
+        #expect(opened.map { pool.group(of: $0) }.sorted() == [0, 0, 1, 1])
+        let inGroup1 = [0, 1, 2, 3].filter { pool.group(of: $0) == 1 }
+        // Shared leases from group 1 fill group 1's connections, least loaded first...
+        var leased: [Int] = []
+        for waiter in 1...8 {
+            guard case .lease(let connection, to: waiter, _) = pool.leaseRequested(waiter, kind: .shared, group: 1, now: t0).first else {
+                Issue.record("expected an immediate lease"); return
+            }
+            leased.append(connection)
+        }
+        #expect(Set(leased) == Set(inGroup1))
+        #expect(leased.filter { $0 == inGroup1[0] }.count == 4)
+        // ...and only when those are full go to the other group.
+        guard case .lease(let overflow, to: 9, _) = pool.leaseRequested(9, kind: .shared, group: 1, now: t0).first else {
+            Issue.record("expected an immediate lease"); return
+        }
+        #expect(pool.group(of: overflow) == 0)
+        // An exclusive lease from group 0 takes group 0's idle connection.
+        guard case .lease(let exclusive, to: 10, _) = pool.leaseRequested(10, kind: .exclusive, group: 0, now: t0).first else {
+            Issue.record("expected an immediate lease"); return
+        }
+        #expect(pool.group(of: exclusive) == 0 && exclusive != overflow)
+        // A replacement connection goes to the group that lost one.
+        let actions = pool.connectionReleased(exclusive, reusable: false, now: t0)
+        guard actions.count == 2, actions[0] == .close(exclusive), case .connect(let replacement) = actions[1] else {
+            Issue.record("expected a close and a new connection, got \(actions)"); return
+        }
+        #expect(pool.group(of: replacement) == 0)
+    }
 }

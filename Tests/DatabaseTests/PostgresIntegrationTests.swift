@@ -3,6 +3,7 @@ import Logging
 import Testing
 import TestSupport
 @testable import Database
+import EventLoopCore
 
 private func makePool(_ url: String, size: Int = 4, acquireTimeout: Duration = .seconds(2), name: String = "tm-test") -> ConnectionPool {
     ConnectionPool(
@@ -175,6 +176,38 @@ struct PostgresIntegrationTests {
         let statistics = await pool.statistics
         #expect(statistics.inUse == 0 && statistics.waiting == 0)
         await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
+    @Test func aQueryFromALoopUsesThatLoopsConnectionAndResumesOnItsThread() async throws {
+        let loops = EventLoopGroup(count: 2, namePrefix: "test-loop")
+        let pool = ConnectionPool(
+            configuration: PoolConfiguration(
+                conninfo: try TestPostgres.databaseURL, maxConnections: 2, minConnections: 2, connectTimeout: .seconds(2)
+            ),
+            logger: Logger(label: "test"), eventLoops: loops
+        )
+        await pool.start()
+        #expect(await eventually { await pool.statistics.open == 2 })
+        let backendPID = PreparedStatement(name: "backend_pid", sql: "SELECT pg_backend_pid() AS pid")
+        var pidsByLoop: [Set<Int>] = []
+        for loop in loops.loops {
+            let (pids, alwaysOnLoop) = try await Task(executorPreference: loop) {
+                var pids = Set<Int>()
+                var alwaysOnLoop = loop.isInLoopThread
+                for _ in 0..<20 {
+                    pids.insert(try await pool.query(backendPID).first!.int("pid"))
+                    alwaysOnLoop = alwaysOnLoop && loop.isInLoopThread
+                }
+                return (pids, alwaysOnLoop)
+            }.value
+            #expect(alwaysOnLoop, "the task left its loop's thread")
+            pidsByLoop.append(pids)
+        }
+        // Each loop kept to its own connection: one backend each, and not the same one.
+        #expect(pidsByLoop.map(\.count) == [1, 1])
+        #expect(pidsByLoop[0].isDisjoint(with: pidsByLoop[1]))
+        await pool.shutdown(gracePeriod: .seconds(1))
+        await loops.stop()
     }
 
     @Test func theAcquireTimeoutFiresUnderSaturation() async throws {
