@@ -6,6 +6,11 @@ import Logging
 /// One client connection on one event loop: reads requests, hands each to the responder as a
 /// Swift task, and writes the answers back in order. Requests on one connection are served one
 /// at a time, so pipelined requests are answered in the order they came.
+///
+/// Reading stays enabled for the connection's whole life (no `epoll_ctl` per request): while a
+/// request is answered, later bytes wait in libevent's input buffer, whose high-water mark
+/// (`maxPendingInputBytes`) stops reading. Answers are written to the socket at once; only what
+/// the kernel does not take waits for libevent's write event.
 final class HTTPConnection: @unchecked Sendable {  // every mutable property is touched only on `owner.loop`'s thread
     private enum State {
         /// Waiting for (more of) a request.
@@ -59,7 +64,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }, me)
         var timeout = timeval(context.configuration.timeout)
         bufferevent_set_timeouts(bev, &timeout, &timeout)
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        bufferevent_setwatermark(bev, Int16(EV_READ), 0, context.configuration.maxPendingInputBytes)
+        bufferevent_enable(bev, Int16(EV_READ))
     }
 
     /// True when no request is being read, handled or answered (safe to close when draining).
@@ -71,25 +77,35 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     private func onReadable() {
         guard let bev = bufferEvent, let source = bufferevent_get_input(bev) else { return }
-        let length = evbuffer_get_length(source)
         if state == .lingering {
-            evbuffer_drain(source, length)
+            evbuffer_drain(source, evbuffer_get_length(source))
             return
         }
-        if length > 0, let bytes = evbuffer_pullup(source, -1) {
-            if input.isEmpty && requestStartedAt == nil { requestStartedAt = .now }
-            input.append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
-            evbuffer_drain(source, length)
-        }
-        if state == .reading { process() }
+        // Busy answering (or the client is not reading its answers): the bytes stay in
+        // libevent's buffer, bounded by its high-water mark.
+        guard state == .reading, !waitingForOutput else { return }
+        takeInput()
+        process()
+    }
+
+    /// Moves what libevent has read into `input` (which lets libevent read again).
+    private func takeInput() {
+        guard let bev = bufferEvent, let source = bufferevent_get_input(bev) else { return }
+        let length = evbuffer_get_length(source)
+        guard length > 0, let bytes = evbuffer_pullup(source, -1) else { return }
+        if input.isEmpty && requestStartedAt == nil { requestStartedAt = .now }
+        input.append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
+        evbuffer_drain(source, length)
     }
 
     private func onOutputDrained() {
+        if let bev = bufferEvent { bufferevent_disable(bev, Int16(EV_WRITE)) }
         switch state {
         case .closingAfterWrite:
             linger()
         case .reading where waitingForOutput:
             waitingForOutput = false
+            takeInput()
             process()
         default:
             break
@@ -110,9 +126,18 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
                 break
             }
         }
-        if events & Int16(BEV_EVENT_TIMEOUT) != 0, state == .reading, parser.isMidRequest(input) {
-            fail(RequestParseError(status: 408, message: "Request timed out"))
-            return
+        if events & Int16(BEV_EVENT_TIMEOUT) != 0 {
+            if events & Int16(BEV_EVENT_READING) != 0, state == .handling || (state == .reading && waitingForOutput),
+               let bev = bufferEvent {
+                // Nothing to read while the answer is pending is no stall; libevent paused
+                // reading on the timeout, so resume it.
+                bufferevent_enable(bev, Int16(EV_READ))
+                return
+            }
+            if state == .reading, parser.isMidRequest(input) {
+                fail(RequestParseError(status: 408, message: "Request timed out"))
+                return
+            }
         }
         close()
     }
@@ -135,8 +160,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         switch parser.parse(&input) {
         case .incomplete(let sendContinue):
             if sendContinue, let bev = bufferEvent {
-                let line = "HTTP/1.1 100 Continue\r\n\r\n"
-                _ = line.utf8.withContiguousStorageIfAvailable { evbuffer_add(bufferevent_get_output(bev), $0.baseAddress, $0.count) }
+                let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
+                send(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount), on: bev)
             }
             if input.isEmpty { requestStartedAt = nil }
         case .failure(let error):
@@ -149,7 +174,6 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     private func dispatch(_ head: RequestHead, body: [UInt8]) {
         state = .handling
-        if let bev = bufferEvent { bufferevent_disable(bev, Int16(EV_READ)) }
         let target = head.target
         let queryStart = target.utf8.firstIndex(of: UInt8(ascii: "?"))
         let path = queryStart.map { String(target[..<$0]) } ?? target
@@ -178,14 +202,15 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         write(response, keepAlive: keepAlive, http10: head.minorVersion == 0,
               omitBody: head.method == .head, requestID: requestID)
         if !keepAlive {
-            state = .closingAfterWrite
+            closeAfterWrite()
             return
         }
         state = .reading
         if evbuffer_get_length(bufferevent_get_output(bev)) > context.configuration.maxPendingOutputBytes {
             waitingForOutput = true
+            return
         }
-        bufferevent_enable(bev, Int16(EV_READ))
+        takeInput()
         process()
     }
 
@@ -194,7 +219,13 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         guard bufferEvent != nil else { return }
         write(.error(error.status, error.message), keepAlive: false, http10: false, omitBody: false, requestID: nil)
         input.removeAll()
+        closeAfterWrite()
+    }
+
+    /// The last answer is queued: linger now if it is already sent, else once it is.
+    private func closeAfterWrite() {
         state = .closingAfterWrite
+        if !hasPendingOutput { linger() }
     }
 
     // MARK: Writing
@@ -223,8 +254,21 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
         out.append(contentsOf: [0x0D, 0x0A])
         if !omitBody && response.status != 204 { out.append(contentsOf: response.body) }
-        out.withUnsafeBytes { raw in
-            _ = evbuffer_add(bufferevent_get_output(bev), raw.baseAddress, raw.count)
+        out.withUnsafeBytes { send($0, on: bev) }
+    }
+
+    /// Writes `bytes` to the socket now when nothing is queued before them; what the kernel does
+    /// not take (or cannot, on an error) goes to libevent's output buffer and write event, which
+    /// calls `onOutputDrained` once all is sent (or reports the error).
+    private func send(_ bytes: UnsafeRawBufferPointer, on bev: OpaquePointer) {
+        guard let output = bufferevent_get_output(bev) else { return }
+        var sent = 0
+        if evbuffer_get_length(output) == 0 {
+            sent = max(0, Glibc.send(bufferevent_getfd(bev), bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)))
+        }
+        if sent < bytes.count {
+            evbuffer_add(output, bytes.baseAddress! + sent, bytes.count - sent)
+            bufferevent_enable(bev, Int16(EV_WRITE))
         }
     }
 

@@ -21,12 +21,15 @@ public struct ServerConfiguration: Sendable {
     /// Unsent answer bytes beyond which a connection reads no further pipelined requests until
     /// the client catches up.
     public var maxPendingOutputBytes: Int
+    /// Unparsed bytes a connection keeps in its input buffer while a request is being answered
+    /// (pipelined requests); beyond this it stops reading the socket until it catches up.
+    public var maxPendingInputBytes: Int
 
     public init(
         host: String = "0.0.0.0", port: Int = 5555, eventLoops: Int = availableCPUs(),
         maxBodyBytes: Int = 1_048_576, maxHeaderBytes: Int = 16_384,
         timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024,
-        maxPendingOutputBytes: Int = 256 * 1024
+        maxPendingOutputBytes: Int = 256 * 1024, maxPendingInputBytes: Int = 64 * 1024
     ) {
         self.host = host
         self.port = port
@@ -37,6 +40,7 @@ public struct ServerConfiguration: Sendable {
         self.lingerTimeout = lingerTimeout
         self.backlog = backlog
         self.maxPendingOutputBytes = maxPendingOutputBytes
+        self.maxPendingInputBytes = maxPendingInputBytes
     }
 }
 

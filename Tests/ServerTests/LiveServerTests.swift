@@ -86,6 +86,44 @@ struct LiveServerTests {
         }
     }
 
+    @Test func aClientPipeliningWithoutReadingIsThrottledAndStillAnsweredInOrder() async throws {
+        // Small buffers, so that both the input bound (reading stops) and the output bound
+        // (no further requests are parsed) are reached long before the client reads anything.
+        try await withServer({ $0.maxPendingInputBytes = 4096; $0.maxPendingOutputBytes = 4096 }) { _, port in
+            let connection = try RawConnection(port: port)
+            let count = 1500
+            let body = String(repeating: "x", count: 200)
+            // The sender only sends and the reader only reads: the socket is used from two
+            // threads, but no state of `connection` is shared between them.
+            async let sent: Void = offCooperativePool {
+                var batch = ""
+                for index in 0..<count { batch += "POST /echo HTTP/1.1\r\nContent-Length: \(body.count + 6)\r\n\r\n\(String(format: "%06d", index))\(body)" }
+                try connection.send(batch)
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let answers = try await offCooperativePool {
+                try (0..<count).map { _ in try connection.readResponse().text }
+            }
+            try await sent
+            #expect(answers.count == count)
+            #expect(answers.enumerated().allSatisfy { $0.element == String(format: "%06d", $0.offset) + body })
+        }
+    }
+
+    @Test func aHandlerSlowerThanTheIdleTimeoutStillAnswers() async throws {
+        try await withServer({ $0.timeout = .milliseconds(300) }) { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                try connection.send("GET /id/7?delay_ms=700 HTTP/1.1\r\n\r\n")
+                let response = try connection.readResponse()
+                #expect(response.status == 200 && response.text == "id=7")
+                // The connection is still usable afterwards.
+                try connection.send("GET /id/8 HTTP/1.1\r\n\r\n")
+                #expect(try connection.readResponse().text == "id=8")
+            }
+        }
+    }
+
     @Test func http10AndConnectionClose() async throws {
         try await withServer { _, port in
             try await offCooperativePool {
