@@ -104,11 +104,12 @@ enum TaskSortField: String, CaseIterable, Sendable {
     }
 }
 
-/// The statements, prepared once per connection.
+/// The statements, prepared once per connection. Plain SELECTs are marked read-only, so reads
+/// issued together share one round trip to PostgreSQL.
 enum Statements {
     static let taskColumns = "id, title, description, status::text, created_at, updated_at"
 
-    static let findTask = PreparedStatement(name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1")
+    static let findTask = PreparedStatement(name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true)
 
     static let insertTask = PreparedStatement(
         name: "insert_task",
@@ -134,13 +135,14 @@ enum Statements {
 
     private static let lists: [String: PreparedStatement] = {
         var statements: [String: PreparedStatement] = [:]
-        statements["id"] = PreparedStatement(name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id")
+        statements["id"] = PreparedStatement(name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true)
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
                 statements["\(field.rawValue) \(direction)"] = PreparedStatement(
                     name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
-                    sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC"
+                    sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
+                    readOnly: true
                 )
             }
         }
@@ -153,7 +155,7 @@ enum Statements {
     }
 
     static let selectSettings = PreparedStatement(
-        name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1"
+        name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true
     )
 
     static let updateSettings = PreparedStatement(

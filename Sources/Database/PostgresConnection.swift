@@ -9,6 +9,13 @@ import Synchronization
 /// the loop, queries are sent with `PQsendPrepare`/`PQsendQueryPrepared` and flushed with
 /// `PQflush`, results are read with `PQconsumeInput`/`PQisBusy`/`PQgetResult`. Every libpq call
 /// happens on the loop thread, never on Swift's cooperative threads; callers just `await`.
+///
+/// The connection runs in libpq pipeline mode. Statements between two syncs form one implicit
+/// transaction, so only read-only statements share a sync: the reads issued during one turn of
+/// the loop go out together behind a single sync (one packet, one wake-up of the server). Every
+/// other statement gets a sync of its own and is acknowledged only once that sync is (when it
+/// has committed). A PREPARE also gets a sync of its own, so no other statement's failure can
+/// undo it; a read skipped because an earlier read of its batch failed is sent again.
 public final class PostgresConnection: @unchecked Sendable {  // libpq and libevent state is touched only on `loop`'s thread; `broken` is atomic
     /// The pool's id for this connection.
     public let id: Int
@@ -16,12 +23,20 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private var connection: OpaquePointer?
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
+    /// Signalled when reads were sent without a sync; its callback sends the sync once the
+    /// loop's current turn has issued everything it will.
+    private var syncEvent: OpaquePointer?
     /// Statement names prepared on this connection.
     private var prepared: Set<String> = []
-    /// Queries waiting or running; the first is on the wire.
-    private var queue: Deque<PendingQuery> = []
-    /// True once the connection runs in libpq pipeline mode (after the session setup).
-    private var pipelined = false
+    /// What was sent and is not answered yet, in the order the answers will come.
+    private var wire: Deque<WireItem> = []
+    /// Statements whose results are in, acknowledged when their sync is (that is when they commit).
+    private var awaitingSync: [PendingQuery] = []
+    /// Read-only statements sent since the last sync.
+    private var unsyncedReads = 0
+    /// `PQgetResult` returned a result of the command at the head of `wire` (so the next NULL
+    /// ends that command).
+    private var inCommand = false
     /// Called once (on the loop thread) when the connection closes for any reason but `close()`.
     private var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
     private let broken = Atomic<Bool>(false)
@@ -57,11 +72,6 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                     continuation.resume(throwing: PostgresError(.connectionLost, "the connection closed while starting"))
                     return
                 }
-                guard PQenterPipelineMode(connection.connection) == 1 else {
-                    continuation.resume(throwing: PostgresError(.connectFailed, "cannot enter pipeline mode"))
-                    return
-                }
-                connection.pipelined = true
                 connection.onUnexpectedClose = onUnexpectedClose
                 continuation.resume()
             }
@@ -102,6 +112,12 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         switch status {
         case PGRES_POLLING_OK:
             attempt.done = true
+            guard PQenterPipelineMode(pg) == 1 else {
+                let message = errorMessage(pg)
+                finishConnection()
+                attempt.completion(.failure(PostgresError(.connectFailed, "cannot enter pipeline mode: \(message)")))
+                return
+            }
             startWatching()
             attempt.completion(.success(()))
         case PGRES_POLLING_READING, PGRES_POLLING_WRITING:
@@ -132,6 +148,10 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
             withExtendedLifetime(connection) { connection.flush() }
         }, me)
+        syncEvent = event_new(loop.base, -1, 0, { _, _, context in
+            let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.syncReads() }
+        }, me)
         event_add(readEvent, nil)
     }
 
@@ -156,36 +176,71 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                     continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
                     return
                 }
-                queue.append(PendingQuery(command: command, continuation: continuation))
-                if pipelined {
-                    // Pipeline mode: send at once, behind whatever is still in flight.
-                    send(at: queue.count - 1)
-                } else if queue.count == 1 {
-                    send(at: 0)
-                }
+                send(PendingQuery(command: command, continuation: continuation))
             }
         }
     }
 
-    /// Puts the query at `index` of the queue on the wire: PREPARE the first time its statement
-    /// runs here, then execute, then (in pipeline mode) a sync that ends its results.
-    private func send(at index: Int) {
-        guard let pg = connection else { return }
-        var ok: Bool
-        switch queue[index].command {
-        case .simple(let sql):
-            ok = pipelined ? PQsendQueryParams(pg, sql, 0, nil, nil, nil, nil, 0) == 1 : PQsendQuery(pg, sql) == 1
-        case .prepared(let statement, let parameters):
-            ok = true
-            if !prepared.contains(statement.name) {
-                ok = PQsendPrepare(pg, statement.name, statement.sql, 0, nil) == 1
-                prepared.insert(statement.name)
-                queue[index].preparedHere = true
-            }
-            ok = ok && sendPrepared(pg, statement, parameters) == 1
+    /// Puts a query on the wire, behind whatever is still in flight: its PREPARE the first time
+    /// its statement runs here (with a sync of its own), then its execution, then a sync, now or
+    /// (for a read) at the end of the loop's turn.
+    private func send(_ query: PendingQuery) {
+        guard let pg = connection else {
+            query.continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
+            return
         }
-        if pipelined { ok = ok && PQpipelineSync(pg) == 1 }
+        var ok = true
+        switch query.command {
+        case .simple(let sql):
+            ok = syncPendingReads(pg) && PQsendQueryParams(pg, sql, 0, nil, nil, nil, nil, 0) == 1
+            wire.append(.command(query, last: true))
+            ok = ok && sync(pg)
+        case .prepared(let statement, let parameters):
+            if !prepared.contains(statement.name) {
+                ok = syncPendingReads(pg) && PQsendPrepare(pg, statement.name, statement.sql, 0, nil) == 1
+                wire.append(.command(query, last: false))
+                ok = ok && sync(pg)
+                prepared.insert(statement.name)
+                query.preparedHere = true
+            }
+            if statement.isReadOnly {
+                ok = ok && sendPrepared(pg, statement, parameters) == 1
+                wire.append(.command(query, last: true))
+                unsyncedReads += 1
+                if unsyncedReads == 1 { event_active(syncEvent, 0, 0) }
+                guard ok else { break }
+                if !query.preparedHere { return }  // `syncReads` flushes
+            } else {
+                ok = ok && syncPendingReads(pg) && sendPrepared(pg, statement, parameters) == 1
+                wire.append(.command(query, last: true))
+                ok = ok && sync(pg)
+            }
+        }
         guard ok else {
+            connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
+            return
+        }
+        flush()
+    }
+
+    /// Ends the current segment of the pipeline (`PQpipelineSync` also flushes).
+    private func sync(_ pg: OpaquePointer) -> Bool {
+        guard PQpipelineSync(pg) == 1 else { return false }
+        wire.append(.sync)
+        return true
+    }
+
+    /// Closes the batch of reads sent so far, if any.
+    private func syncPendingReads(_ pg: OpaquePointer) -> Bool {
+        guard unsyncedReads > 0 else { return true }
+        unsyncedReads = 0
+        return sync(pg)
+    }
+
+    /// The loop's turn is over: the reads it sent go out behind one sync.
+    private func syncReads() {
+        guard let pg = connection else { return }
+        guard syncPendingReads(pg) else {
             connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
             return
         }
@@ -217,53 +272,82 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         }
     }
 
+    /// Reads what arrived and hands every finished command's results to its query. Each command's
+    /// results end with a NULL from `PQgetResult`; a sync answers with `PGRES_PIPELINE_SYNC`; two
+    /// NULLs in a row mean nothing more is ready.
     private func onReadable() {
         guard let pg = connection else { return }
         guard PQconsumeInput(pg) == 1 else {
             connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
             return
         }
-        var sawSeparator = false
-        while let pg = connection, !queue.isEmpty, PQisBusy(pg) == 0 {
+        var previousWasNull = false
+        while let pg = connection, PQisBusy(pg) == 0 {
             guard let result = PQgetResult(pg) else {
-                if pipelined {
-                    // NULL ends one command's results; two in a row means nothing more is ready.
-                    if sawSeparator { break }
-                    sawSeparator = true
-                } else {
-                    completeFirst()
-                    if !queue.isEmpty { send(at: 0) }
+                if inCommand {
+                    inCommand = false
+                    commandFinished()
+                } else if previousWasNull {
+                    break
                 }
+                previousWasNull = true
                 continue
             }
-            sawSeparator = false
-            if PQresultStatus(result) == PGRES_PIPELINE_SYNC {
-                completeFirst()
-            } else {
-                queue[0].collector.add(result)
+            previousWasNull = false
+            defer { PQclear(result) }
+            let status = PQresultStatus(result)
+            if status == PGRES_PIPELINE_SYNC {
+                guard case .sync? = wire.popFirst() else {
+                    connectionFailed(PostgresError(.connectionLost, "unexpected sync from the server"))
+                    return
+                }
+                let acknowledged = awaitingSync
+                awaitingSync.removeAll()
+                acknowledged.forEach(finish)
+                continue
             }
-            PQclear(result)
+            guard case .command(let query, _)? = wire.first else {
+                connectionFailed(PostgresError(.connectionLost, "a result nobody asked for"))
+                return
+            }
+            inCommand = true
+            if status == PGRES_PIPELINE_ABORTED {
+                query.aborted = true
+            } else {
+                query.collector.add(result)
+            }
         }
         if let pg = connection, PQstatus(pg) == CONNECTION_BAD {
-            connectionFailed(PostgresError(.connectionLost, errorMessage(pg), sqlState: queue.first?.collector.error?.sqlState))
+            let error = wire.lazy.compactMap { $0.query?.collector.error }.first
+            connectionFailed(PostgresError(.connectionLost, errorMessage(pg), sqlState: error?.sqlState))
         }
     }
 
-    /// The first query in flight has all its results: resume its caller.
-    private func completeFirst() {
-        guard let pending = queue.popFirst() else { return }
-        if let pg = connection, PQstatus(pg) == CONNECTION_BAD {
-            let error = pending.collector.error
-            pending.continuation.resume(throwing: PostgresError(.connectionLost, error?.message ?? errorMessage(pg), sqlState: error?.sqlState))
-            return
+    /// The command at the head of the wire has all its results.
+    private func commandFinished() {
+        guard case .command(let query, let last)? = wire.popFirst() else { return }
+        guard last else { return }  // its PREPARE; the execution follows
+        if query.aborted && query.collector.error == nil {
+            // Skipped because an earlier read of its batch failed: it never ran, so run it again.
+            query.aborted = false
+            query.collector = ResultCollector()
+            send(query)
+        } else if query.isReadOnly {
+            finish(query)
+        } else {
+            awaitingSync.append(query)
         }
-        if let error = pending.collector.error {
-            if pending.preparedHere, pending.collector.firstResultFailed, case .prepared(let statement, _) = pending.command {
+    }
+
+    /// Resumes the caller with the query's rows or its first error.
+    private func finish(_ query: PendingQuery) {
+        if let error = query.collector.error {
+            if query.preparedHere, query.collector.firstResultFailed, case .prepared(let statement, _) = query.command {
                 prepared.remove(statement.name)
             }
-            pending.continuation.resume(throwing: error)
+            query.continuation.resume(throwing: error)
         } else {
-            pending.continuation.resume(returning: pending.collector.rows ?? .empty)
+            query.continuation.resume(returning: query.collector.rows ?? .empty)
         }
     }
 
@@ -273,9 +357,19 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private func connectionFailed(_ error: PostgresError) {
         guard connection != nil else { return }
         finishConnection()
-        let failed = queue
-        queue.removeAll()
-        for pending in failed { pending.continuation.resume(throwing: error) }
+        var failed = awaitingSync
+        var seen = Set(failed.map(ObjectIdentifier.init))
+        for item in wire {
+            if let query = item.query, seen.insert(ObjectIdentifier(query)).inserted { failed.append(query) }
+        }
+        wire.removeAll()
+        awaitingSync.removeAll()
+        unsyncedReads = 0
+        for query in failed {
+            query.continuation.resume(throwing: PostgresError(
+                error.kind, query.collector.error?.message ?? error.message, sqlState: query.collector.error?.sqlState
+            ))
+        }
         onUnexpectedClose?(error)
         onUnexpectedClose = nil
     }
@@ -284,8 +378,10 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         broken.store(true, ordering: .relaxed)
         if let readEvent { event_free(readEvent) }
         if let writeEvent { event_free(writeEvent) }
+        if let syncEvent { event_free(syncEvent) }
         readEvent = nil
         writeEvent = nil
+        syncEvent = nil
         if let connection { PQfinish(connection) }
         connection = nil
     }
@@ -301,8 +397,9 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 
 // MARK: - Helpers
 
-/// A query waiting for (or receiving) its results.
-private struct PendingQuery {
+/// A query waiting for (or receiving) its results; a class because the wire lists it once per
+/// command it sent.
+private final class PendingQuery {
     enum Command {
         case simple(String)
         case prepared(PreparedStatement, [[CChar]?])
@@ -311,7 +408,31 @@ private struct PendingQuery {
     let continuation: CheckedContinuation<PostgresRows, Error>
     /// This query carried its statement's PREPARE (undone if the query fails).
     var preparedHere = false
+    /// The server skipped its execution (an earlier statement of its segment failed).
+    var aborted = false
     var collector = ResultCollector()
+
+    init(command: Command, continuation: CheckedContinuation<PostgresRows, Error>) {
+        self.command = command
+        self.continuation = continuation
+    }
+
+    var isReadOnly: Bool {
+        if case .prepared(let statement, _) = command { return statement.isReadOnly }
+        return false
+    }
+}
+
+/// What the server will answer next: a command of a query, or a sync.
+private enum WireItem {
+    /// `last` is false for a PREPARE sent ahead of the query's execution.
+    case command(PendingQuery, last: Bool)
+    case sync
+
+    var query: PendingQuery? {
+        if case .command(let query, _) = self { return query }
+        return nil
+    }
 }
 
 /// Rows and the first error of the results of one query.

@@ -143,10 +143,15 @@ private func parseInteger(_ bytes: ArraySlice<UInt8>) -> Int? {
 public struct PreparedStatement: Sendable, Hashable {
     public let name: String
     public let sql: String
+    /// The statement changes nothing (a plain SELECT), so it may share a transaction with other
+    /// reads in the pipeline. Leave false for anything that writes, locks or calls functions
+    /// with side effects.
+    public let isReadOnly: Bool
 
-    public init(name: String, sql: String) {
+    public init(name: String, sql: String, readOnly: Bool = false) {
         self.name = name
         self.sql = sql
+        self.isReadOnly = readOnly
     }
 }
 

@@ -210,6 +210,55 @@ struct PostgresIntegrationTests {
         await loops.stop()
     }
 
+    @Test func readsIssuedTogetherShareASyncWithoutHarmingEachOtherOrWrites() async throws {
+        let url = try TestPostgres.databaseURL
+        let table = "batch_\(UInt32.random(in: 0...UInt32.max))"
+        _ = try TestPostgres.psql(url, "CREATE TABLE \(table) (n int PRIMARY KEY)")
+        let loops = EventLoopGroup(count: 1, namePrefix: "test-loop")
+        let pool = ConnectionPool(
+            configuration: PoolConfiguration(conninfo: url, maxConnections: 1, connectTimeout: .seconds(2), pipelineDepth: 64),
+            logger: Logger(label: "test"), eventLoops: loops
+        )
+        await pool.start()
+        let read = PreparedStatement(name: "batch_read", sql: "SELECT 100 / $1::int4 AS n", readOnly: true)
+        let write = PreparedStatement(name: "batch_write_\(table)", sql: "INSERT INTO \(table) VALUES ($1) RETURNING n")
+        // Warm up: both statements prepared, so the next round is only executions.
+        _ = try await pool.query(read, [.int(1)])
+        _ = try await pool.query(write, [.int(-1)])
+        // All 60 tasks start in one turn of the pool's only loop: the reads go out behind one
+        // sync, some of them failing (division by zero) in the middle of the batch.
+        let outcomes = try await withThrowingTaskGroup(of: (Int, Result<Int, PostgresError>).self) { group in
+            for index in 0..<60 {
+                group.addTask(executorPreference: loops.loops[0]) {
+                    do {
+                        if index.isMultiple(of: 3) {
+                            return (index, .success(try await pool.query(write, [.int(index)]).first!.int("n")))
+                        }
+                        let divisor = index.isMultiple(of: 7) ? 0 : index
+                        return (index, .success(try await pool.query(read, [.int(divisor)]).first!.int("n")))
+                    } catch let error as PostgresError {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            return try await group.reduce(into: [Int: Result<Int, PostgresError>]()) { $0[$1.0] = $1.1 }
+        }
+        for index in 0..<60 {
+            switch (index.isMultiple(of: 3), index.isMultiple(of: 7), outcomes[index]!) {
+            case (true, _, .success(let n)): #expect(n == index)
+            case (false, false, .success(let n)): #expect(n == 100 / index)
+            case (false, true, .failure(let error)): #expect(error.sqlState == "22012", "read \(index): \(error)")
+            case (_, _, let outcome): Issue.record("request \(index): unexpected \(outcome)")
+            }
+        }
+        // Every acknowledged write is committed.
+        let stored = try TestPostgres.psql(url, "SELECT string_agg(n::text, ',' ORDER BY n) FROM \(table) WHERE n >= 0")
+        #expect(stored == stride(from: 0, to: 60, by: 3).map(String.init).joined(separator: ","))
+        await pool.shutdown(gracePeriod: .seconds(1))
+        await loops.stop()
+        _ = try TestPostgres.psql(url, "DROP TABLE \(table)")
+    }
+
     @Test func theAcquireTimeoutFiresUnderSaturation() async throws {
         let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .milliseconds(200))
         await pool.start()
