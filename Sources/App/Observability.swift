@@ -1,3 +1,4 @@
+import Database
 import Logging
 import Metrics
 import Prometheus
@@ -69,6 +70,8 @@ final class RequestMetrics: Sendable {
 struct OperationsRoutes: Sendable {
     let readiness: Readiness
     let registry: PrometheusCollectorRegistry
+    /// The pool, whose gauges are brought up to date just before each scrape.
+    let pool: ConnectionPool
 
     func register(on router: inout Router) {
         router.add(.get, "/healthz") { _ in
@@ -83,6 +86,7 @@ struct OperationsRoutes: Sendable {
             return response
         }
         router.add(.get, "/metrics") { _ in
+            await pool.publishMetrics()
             var text: [UInt8] = []
             registry.emit(into: &text)
             return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]), body: text)

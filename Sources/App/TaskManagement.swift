@@ -78,7 +78,7 @@ struct Application: Sendable {
         router.use(CORSMiddleware(origins: configuration.corsOrigins))
         router.use(ErrorBoundaryMiddleware(retryAfterSeconds: 1, logger: logger))
         TaskRoutes(repository: TaskRepository(pool: pool)).register(on: &router)
-        OperationsRoutes(readiness: readiness, registry: registry).register(on: &router)
+        OperationsRoutes(readiness: readiness, registry: registry, pool: pool).register(on: &router)
 
         let server = HTTPServer(
             configuration: ServerConfiguration(

@@ -150,7 +150,6 @@ public actor ConnectionPool {
         let actions = state.leaseRequested(id, kind: kind, group: group, now: now)
         if actions.count == 1, case .lease(let connectionID, id, let waited) = actions[0], let connection = connections[connectionID] {
             metrics.recordWait(waited)
-            updateMetrics()
             return connection
         }
         return try await withTaskCancellationHandler {
@@ -171,7 +170,6 @@ public actor ConnectionPool {
         if state.waiterCancelled(id), let continuation = waiters.removeValue(forKey: id) {
             continuation.resume(throwing: CancellationError())
         }
-        updateMetrics()
     }
 
     // MARK: State
@@ -230,7 +228,6 @@ public actor ConnectionPool {
         }
         if state.isShutDownComplete { finishShutdown() }
         armTimer()
-        updateMetrics()
     }
 
     private func openConnection(_ id: Int) {
@@ -291,7 +288,10 @@ public actor ConnectionPool {
         perform(state.timerFired(now: now))
     }
 
-    private func updateMetrics() {
+    /// Sets the pool's gauges (open, in use, idle, waiting) to their current values. Called by
+    /// whoever exports metrics, just before exporting: keeping them current on every lease would
+    /// cost every query.
+    public func publishMetrics() {
         metrics.update(statistics)
     }
 }

@@ -87,10 +87,18 @@ struct PoolStateMachine {
 
     // MARK: Queries
 
-    var openCount: Int { connections.values.filter { $0 != .connecting }.count }
-    var connectingCount: Int { connections.values.filter { $0 == .connecting }.count }
+    var openCount: Int { connections.count - connectingCount }
+    var connectingCount: Int {
+        var count = 0
+        for state in connections.values where state == .connecting { count += 1 }
+        return count
+    }
     /// Connections lent out, exclusively or shared.
-    var leasedCount: Int { connections.values.filter { $0 == .leased || $0.isShared }.count }
+    var leasedCount: Int {
+        var count = 0
+        for state in connections.values where state == .leased || state.isShared { count += 1 }
+        return count
+    }
     var idleCount: Int { idle.count }
     var waiterCount: Int { waiters.count }
     /// False while connects fail and no connection is open (requests then fail fast).

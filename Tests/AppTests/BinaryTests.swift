@@ -118,6 +118,14 @@ struct BinaryTests {
             recovered = try await httpRequest(port: port, "GET", "/api/tasks").status == 200
             if !recovered { try await Task.sleep(for: .milliseconds(100)) }
         }
+        // The pool's gauges are current when scraped: connections open again, none in use.
+        let metrics = try await httpRequest(port: port, "GET", "/metrics").text
+        func gauge(_ name: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+        #expect((gauge("db_pool_connections_open") ?? 0) >= 1)
+        #expect(gauge("db_pool_connections_in_use") == 0)
+        #expect(metrics.contains("db_errors_total{"))
         #expect(recovered)
         #expect(try await httpRequest(port: port, "GET", "/readyz").status == 200)
     }
