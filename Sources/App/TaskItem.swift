@@ -8,40 +8,38 @@ enum TaskStatus: String, CaseIterable, Sendable {
     case done = "DONE"
 }
 
-/// One row of `tasks`, as the API returns it.
-struct TaskItem: Equatable, Sendable {
-    let id: Int
-    let title: String
-    let description: String?
-    let status: String
-    let createdAt: PostgresTimestamp
-    let updatedAt: PostgresTimestamp
+/// One row of `tasks` (columns as `Statements.taskColumns` selects them), as the API returns
+/// it. It keeps the row and writes JSON straight from the row's bytes: no `String` per column,
+/// no round trip of the timestamps through numbers.
+struct TaskItem: Sendable {
+    let row: PostgresRow
 
-    init(row: PostgresRow) throws {
-        id = try row.int(0)
-        title = try row.string(1)
-        description = try row.optionalString(2)
-        status = try row.string(3)
-        createdAt = try row.timestamp(4)
-        updatedAt = try row.timestamp(5)
+    init(row: PostgresRow) {
+        self.row = row
     }
 
-    /// Writes the object with sorted keys, as Flask's `jsonify` does.
-    func write(to json: inout JSONWriter) {
+    /// Writes the object with sorted keys, as Flask's `jsonify` does; throws when a column does
+    /// not hold what the schema promises.
+    func write(to json: inout JSONWriter) throws {
         json.beginObject()
         json.key("created_at")
-        json.quotedASCII { createdAt.writeISO(into: &$0) }
+        try json.quotedASCII { try row.writeISOTimestamp(4, into: &$0) }
         json.key("description")
-        if let description { json.string(description) } else { json.null() }
+        if let description = try row.utf8(2) { json.string(utf8: description) } else { json.null() }
         json.key("id")
-        json.int(id)
+        json.int(try row.int(0))
         json.key("status")
-        json.string(status)
+        json.string(utf8: try required(3))
         json.key("title")
-        json.string(title)
+        json.string(utf8: try required(1))
         json.key("updated_at")
-        json.quotedASCII { updatedAt.writeISO(into: &$0) }
+        try json.quotedASCII { try row.writeISOTimestamp(5, into: &$0) }
         json.endObject()
+    }
+
+    private func required(_ column: Int) throws -> ArraySlice<UInt8> {
+        guard let value = try row.utf8(column) else { throw PostgresError(.decoding, "column \(column) of a task is NULL") }
+        return value
     }
 }
 

@@ -11,12 +11,12 @@ struct TaskRepository: Sendable {
     func list(sortBy: TaskSortField?, descending: Bool) async throws -> [TaskItem] {
         let statement = Statements.list(sortBy: sortBy, descending: descending)
         let rows = try await pool.query(statement)
-        return try rows.rows.map(TaskItem.init(row:))
+        return rows.rows.map(TaskItem.init(row:))
     }
 
     func find(id: Int) async throws -> TaskItem? {
         let rows = try await pool.query(Statements.findTask, [.int(id)])
-        return try rows.first.map(TaskItem.init(row:))
+        return rows.first.map(TaskItem.init(row:))
     }
 
     func create(_ task: NewTask) async throws -> TaskItem {
@@ -24,7 +24,7 @@ struct TaskRepository: Sendable {
             Statements.insertTask, [.text(task.title), .optionalText(task.description), .text(task.status.rawValue)]
         )
         guard let row = rows.first else { throw PostgresError(.decoding, "INSERT … RETURNING returned no row") }
-        return try TaskItem(row: row)
+        return TaskItem(row: row)
     }
 
     /// Applies the fields that are set; nil when no task has this id.
@@ -43,7 +43,7 @@ struct TaskRepository: Sendable {
         case .set(let status): binds += [.bool(true), .text(status.rawValue)]
         }
         let rows = try await pool.query(Statements.updateTask, binds)
-        return try rows.first.map(TaskItem.init(row:))
+        return rows.first.map(TaskItem.init(row:))
     }
 
     /// True when a task was deleted.

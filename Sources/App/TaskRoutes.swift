@@ -22,7 +22,7 @@ struct TaskRoutes: Sendable {
         let tasks = try await repository.list(sortBy: sortBy, descending: descending)
         var json = JSONWriter(capacity: 64 + tasks.count * 220)
         json.beginArray()
-        for task in tasks { task.write(to: &json) }
+        for task in tasks { try task.write(to: &json) }
         json.endArray()
         json.newline()
         return .json(200, json.bytes)
@@ -30,19 +30,19 @@ struct TaskRoutes: Sendable {
 
     func getTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         guard let task = try await repository.find(id: try taskID(request)) else { throw APIError.taskNotFound }
-        return Self.response(200, task)
+        return try Self.response(200, task)
     }
 
     func createTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let newTask = try RequestValidation.newTask(try RequestValidation.jsonObject(request))
-        return Self.response(201, try await repository.create(newTask))
+        return try Self.response(201, try await repository.create(newTask))
     }
 
     func updateTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let id = try taskID(request)
         let update = try RequestValidation.taskUpdate(try RequestValidation.jsonObject(request))
         guard let task = try await repository.update(id: id, update) else { throw APIError.taskNotFound }
-        return Self.response(200, task)
+        return try Self.response(200, task)
     }
 
     func deleteTask(_ request: HTTPRequest) async throws -> HTTPResponse {
@@ -59,9 +59,9 @@ struct TaskRoutes: Sendable {
         return Self.response(200, try await repository.updateSettings(darkMode: darkMode))
     }
 
-    private static func response(_ status: Int, _ task: TaskItem) -> HTTPResponse {
+    private static func response(_ status: Int, _ task: TaskItem) throws -> HTTPResponse {
         var json = JSONWriter(capacity: 256)
-        task.write(to: &json)
+        try task.write(to: &json)
         json.newline()
         return .json(status, json.bytes)
     }

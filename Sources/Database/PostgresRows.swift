@@ -97,6 +97,18 @@ public struct PostgresRow: Sendable {
         }
     }
 
+    /// The cell's text as PostgreSQL sent it (UTF-8), without decoding; nil for SQL NULL. For
+    /// writing a value out again (JSON, say) without making a `String` first.
+    public func utf8(_ column: Int) throws -> ArraySlice<UInt8>? { try cellBytes(column) }
+
+    /// Appends a `timestamptz` or `timestamp` cell as `PostgresTimestamp.isoFormatted()` would
+    /// write it, converting PostgreSQL's text directly when it has the usual shape.
+    public func writeISOTimestamp(_ column: Int, into output: inout [UInt8]) throws {
+        let bytes = try requiredBytes(column)
+        let converted = bytes.withUnsafeBufferPointer { appendISO(fromPostgresText: $0, to: &output) }
+        if !converted { try timestamp(column).writeISO(into: &output) }
+    }
+
     /// `timestamptz` or `timestamp` (read as UTC).
     public func timestamp(_ column: Int) throws -> PostgresTimestamp {
         let bytes = try requiredBytes(column)

@@ -37,11 +37,28 @@ public struct JSONWriter: Sendable {
         separate()
         bytes.append(UInt8(ascii: "\""))
         var utf8 = value
-        utf8.withUTF8 { raw in
-            if raw.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }) {
-                bytes.append(contentsOf: raw)
+        let escaped = utf8.withUTF8 { raw in
+            if needsEscaping(raw) { return true }
+            bytes.append(contentsOf: raw)
+            return false
+        }
+        if escaped {
+            for scalar in value.unicodeScalars { escape(scalar.value) }
+        }
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
+    /// Writes UTF-8 text (a database cell, say) as a string, without making a `String` of it
+    /// unless it needs escaping. Invalid UTF-8 becomes U+FFFD.
+    public mutating func string(utf8 value: ArraySlice<UInt8>) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        value.withUnsafeBufferPointer { raw in
+            if needsEscaping(raw) {
+                for scalar in String(decoding: raw, as: UTF8.self).unicodeScalars { escape(scalar.value) }
             } else {
-                for scalar in value.unicodeScalars { escape(scalar.value) }
+                bytes.append(contentsOf: raw)
             }
         }
         bytes.append(UInt8(ascii: "\""))
@@ -72,10 +89,10 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes already-encoded text (a timestamp, say) between quotes.
-    public mutating func quotedASCII(_ write: (inout [UInt8]) -> Void) {
+    public mutating func quotedASCII(_ write: (inout [UInt8]) throws -> Void) rethrows {
         separate()
         bytes.append(UInt8(ascii: "\""))
-        write(&bytes)
+        try write(&bytes)
         bytes.append(UInt8(ascii: "\""))
         needsComma = true
     }
@@ -83,6 +100,30 @@ public struct JSONWriter: Sendable {
     public mutating func newline() { bytes.append(UInt8(ascii: "\n")) }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// True when any byte is not printable ASCII or is `"` or `\\`: eight bytes at a time.
+    private func needsEscaping(_ raw: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = raw.baseAddress else { return false }
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        @inline(__always) func hasZeroByte(_ word: UInt64) -> Bool { (word &- ones) & ~word & highs != 0 }
+        var index = 0
+        while index + 8 <= raw.count {
+            let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+            // With no byte >= 0x80, subtracting 0x20 from each byte sets a high bit only below 0x20.
+            if word & highs != 0 || (word &- ones &* 0x20) & highs != 0
+                || hasZeroByte(word ^ (ones &* 0x7F)) || hasZeroByte(word ^ (ones &* 0x22)) || hasZeroByte(word ^ (ones &* 0x5C)) {
+                return true
+            }
+            index += 8
+        }
+        while index < raw.count {
+            let byte = base[index]
+            if byte < 0x20 || byte >= 0x7F || byte == 0x22 || byte == 0x5C { return true }
+            index += 1
+        }
+        return false
+    }
 
     private mutating func separate() {
         if needsComma { bytes.append(UInt8(ascii: ",")) }

@@ -363,3 +363,46 @@ struct PostgresRestartTests {
         await pool.shutdown(gracePeriod: .seconds(1))
     }
 }
+
+@Suite("Timestamps from PostgreSQL text (no database)")
+struct TimestampTextTests {
+    /// PostgreSQL's output for an instant in a UTC session: fraction trimmed of trailing zeros
+    /// and left out when zero, then "+00" for timestamptz or nothing for timestamp.
+    private func postgresText(_ stamp: PostgresTimestamp, withOffset: Bool) -> String {
+        var iso = stamp.isoFormatted()  // YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00
+        iso.removeLast(6)
+        if iso.contains(".") { while iso.hasSuffix("0") { iso.removeLast() } }
+        return iso.replacingOccurrences(of: "T", with: " ") + (withOffset ? "+00" : "")
+    }
+
+    private func direct(_ text: String) -> String? {
+        var output: [UInt8] = []
+        let bytes = Array(text.utf8)
+        let converted = bytes.withUnsafeBufferPointer { appendISO(fromPostgresText: $0, to: &output) }
+        return converted ? String(decoding: output, as: UTF8.self) : nil
+    }
+
+    @Test func directConversionMatchesParsingAndFormatting() {
+        var generator = SystemRandomNumberGenerator()
+        var samples: [Int64] = [0, 1, 999_999, 1_000_000, 10, 100_000, 1_700_000_000_000_000, 253_402_300_799_999_999]
+        for _ in 0..<5000 { samples.append(Int64.random(in: 0...253_402_300_799_999_999, using: &generator)) }
+        for micros in samples {
+            let stamp = PostgresTimestamp(microsecondsSinceEpoch: micros)
+            for withOffset in [true, false] {
+                let text = postgresText(stamp, withOffset: withOffset)
+                #expect(direct(text) == stamp.isoFormatted(), "\(text)")
+                #expect(PostgresTimestamp(postgresText: text) == stamp, "\(text)")
+            }
+        }
+    }
+
+    @Test func unusualShapesAreLeftToTheParser() {
+        for text in ["2024-01-01 12:00:00+05:30", "2024-01-01 12:00:00-01", "infinity", "-infinity",
+                     "12024-01-01 12:00:00+00", "2024-01-01 12:00:00.1234567+00", "2024-01-01 12:00:00.+00",
+                     "2024-01-01T12:00:00+00", "2024-01-01 12:00:00 BC", "2024-01-01 12:00"] {
+            #expect(direct(text) == nil, "\(text)")
+        }
+        #expect(direct("2024-01-01 12:00:00.000+00") == "2024-01-01T12:00:00+00:00")
+        #expect(direct("2024-01-01 12:00:00.5") == "2024-01-01T12:00:00.500000+00:00")
+    }
+}
