@@ -43,25 +43,20 @@ final class RequestMetrics: Sendable {
         let status: Int
     }
 
-    private let counters = Mutex<[Key: Metrics.Counter]>([:])
-    private let timers = Mutex<[Key: Metrics.Timer]>([:])
+    /// Per route, method and status: the request counter and the duration timer (the timer is
+    /// shared by every status of a route and method, as its labels have no status).
+    private let instruments = Mutex<[Key: (counter: Metrics.Counter, timer: Metrics.Timer)]>([:])
 
     func record(route: String, method: String, status: Int, duration: Duration) {
         let key = Key(route: route, method: method, status: status)
-        let counter = counters.withLock { counters in
-            if let counter = counters[key] { return counter }
+        let (counter, timer) = instruments.withLock { instruments in
+            if let found = instruments[key] { return found }
             let counter = Metrics.Counter(label: "http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))])
-            counters[key] = counter
-            return counter
+            let timer = Metrics.Timer(label: "http_request_duration_seconds", dimensions: [("route", route), ("method", method)], preferredDisplayUnit: .seconds)
+            instruments[key] = (counter, timer)
+            return (counter, timer)
         }
         counter.increment()
-        let timerKey = Key(route: route, method: method, status: 0)
-        let timer = timers.withLock { timers in
-            if let timer = timers[timerKey] { return timer }
-            let timer = Metrics.Timer(label: "http_request_duration_seconds", dimensions: [("route", route), ("method", method)], preferredDisplayUnit: .seconds)
-            timers[timerKey] = timer
-            return timer
-        }
         timer.record(duration: duration)
     }
 }

@@ -234,18 +234,21 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         guard let bev = bufferEvent else { return }
         var out: [UInt8] = []
         out.reserveCapacity(160 + response.body.count)
-        out.append(contentsOf: "HTTP/1.1 \(response.status) \(reasonPhrase(response.status))\r\n".utf8)
+        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        appendDecimal(response.status, to: &out)
+        out.append(UInt8(ascii: " "))
+        out.append(contentsOf: reasonPhrase(response.status).utf8)
+        out.append(contentsOf: [0x0D, 0x0A])
         for (name, value) in response.headers {
-            out.append(contentsOf: name.utf8)
-            out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
-            out.append(contentsOf: value.utf8)
-            out.append(contentsOf: [0x0D, 0x0A])
+            appendHeader(name, value, to: &out)
         }
         if response.status != 204 && response.status >= 200 {
-            out.append(contentsOf: "Content-Length: \(response.body.count)\r\n".utf8)
+            out.append(contentsOf: "Content-Length: ".utf8)
+            appendDecimal(response.body.count, to: &out)
+            out.append(contentsOf: [0x0D, 0x0A])
         }
         if let requestID, !response.headers.contains("X-Request-ID") {
-            out.append(contentsOf: "X-Request-ID: \(requestID)\r\n".utf8)
+            appendHeader("X-Request-ID", requestID, to: &out)
         }
         if !keepAlive {
             out.append(contentsOf: "Connection: close\r\n".utf8)
@@ -302,5 +305,33 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             return true
         }
         return false
+    }
+}
+
+/// Appends `name: value` and CRLF.
+private func appendHeader(_ name: String, _ value: String, to out: inout [UInt8]) {
+    out.append(contentsOf: name.utf8)
+    out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
+    out.append(contentsOf: value.utf8)
+    out.append(contentsOf: [0x0D, 0x0A])
+}
+
+/// Appends a non-negative integer in decimal, without making a `String` of it.
+private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+    guard value > 0 else {
+        out.append(UInt8(ascii: "0"))
+        return
+    }
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var count = 0
+    var rest = value
+    withUnsafeMutableBytes(of: &digits) { buffer in
+        while rest > 0 {
+            buffer[19 - count] = UInt8(ascii: "0") + UInt8(rest % 10)
+            rest /= 10
+            count += 1
+        }
+        out.append(contentsOf: buffer[(20 - count)...])
     }
 }

@@ -141,53 +141,78 @@ struct RequestParser {
         return nil
     }
 
+    /// Parses the request line and header fields in one pass over the bytes (no array of lines,
+    /// no copies but the strings the request keeps).
     private func parseHead(_ bytes: ArraySlice<UInt8>) throws -> RequestHead {
-        var lines = splitLines(bytes)
-        while let first = lines.first, first.isEmpty { lines.removeFirst() }
-        guard let requestLine = lines.first else { throw bad("Empty request") }
-        let parts = requestLine.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy(isTokenByte), !parts[1].isEmpty else {
-            throw bad("Malformed request line")
-        }
-        let minor: Int
-        switch Array(parts[2]) {
-        case Array("HTTP/1.1".utf8): minor = 1
-        case Array("HTTP/1.0".utf8): minor = 0
-        default:
-            if parts[2].starts(with: "HTTP/".utf8) {
-                throw RequestParseError(status: 505, message: "HTTP version not supported")
+        try bytes.withUnsafeBufferPointer { buffer in
+            var lines = LineScanner(buffer)
+            var requestLine = lines.next()
+            // Leading empty lines before the request line are ignored (RFC 9112 §2.2).
+            while let line = requestLine, line.isEmpty { requestLine = lines.next() }
+            guard let requestLine else { throw bad("Empty request") }
+            let (method, target, minor) = try parseRequestLine(requestLine)
+
+            var fields: [HTTPHeaders.Element] = []
+            fields.reserveCapacity(8)
+            var connectionClose = false
+            var connectionKeepAlive = false
+            var expectsContinue = false
+            while let line = lines.next() {
+                if line.isEmpty { continue }
+                guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw bad("Malformed header line") }
+                let name = UnsafeBufferPointer(rebasing: line[..<colon])
+                guard !name.isEmpty, name.allSatisfy(isTokenByte) else { throw bad("Malformed header name") }
+                var valueStart = colon + 1
+                var valueEnd = line.endIndex
+                while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
+                while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
+                let value = UnsafeBufferPointer(rebasing: line[valueStart..<valueEnd])
+                guard value.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }) else { throw bad("Malformed header value") }
+                let field = (name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
+                if asciiCaseInsensitiveEquals(field.name, "Connection") {
+                    for token in field.value.split(separator: ",") {
+                        let token = token.trimmingASCIISpaces()
+                        if asciiCaseInsensitiveEquals(token, "close") { connectionClose = true }
+                        if asciiCaseInsensitiveEquals(token, "keep-alive") { connectionKeepAlive = true }
+                    }
+                } else if asciiCaseInsensitiveEquals(field.name, "Expect"), asciiCaseInsensitiveEquals(field.value, "100-continue") {
+                    expectsContinue = true
+                }
+                fields.append(field)
             }
+            return RequestHead(
+                method: method, target: target, minorVersion: minor, headers: HTTPHeaders(fields),
+                keepAlive: minor == 1 ? !connectionClose : connectionKeepAlive,
+                expectsContinue: expectsContinue && minor == 1
+            )
+        }
+    }
+
+    /// `METHOD SP request-target SP HTTP/1.x`, with exactly one space between the parts.
+    private func parseRequestLine(_ line: Slice<UnsafeBufferPointer<UInt8>>) throws -> (HTTPMethod, String, Int) {
+        guard let firstSpace = line.firstIndex(of: UInt8(ascii: " ")),
+              let secondSpace = line[(firstSpace + 1)...].firstIndex(of: UInt8(ascii: " ")),
+              !line[(secondSpace + 1)...].contains(UInt8(ascii: " "))
+        else { throw bad("Malformed request line") }
+        let method = UnsafeBufferPointer(rebasing: line[..<firstSpace])
+        let target = UnsafeBufferPointer(rebasing: line[(firstSpace + 1)..<secondSpace])
+        let version = UnsafeBufferPointer(rebasing: line[(secondSpace + 1)...])
+        guard !method.isEmpty, method.allSatisfy(isTokenByte), !target.isEmpty else { throw bad("Malformed request line") }
+        let minor: Int
+        if version.elementsEqual("HTTP/1.1".utf8) {
+            minor = 1
+        } else if version.elementsEqual("HTTP/1.0".utf8) {
+            minor = 0
+        } else if version.starts(with: "HTTP/".utf8) {
+            throw RequestParseError(status: 505, message: "HTTP version not supported")
+        } else {
             throw bad("Malformed request line")
         }
-        guard parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F }), let target = String(validating: parts[1], as: UTF8.self) else {
-            throw bad("Malformed request target")
+        guard target.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw bad("Malformed request target") }
+        guard target[0] == UInt8(ascii: "/") || (target.count == 1 && target[0] == UInt8(ascii: "*")) else {
+            throw bad("Unsupported request target")
         }
-        guard target.hasPrefix("/") || (target == "*") else { throw bad("Unsupported request target") }
-
-        var headers: [HTTPHeaders.Element] = []
-        headers.reserveCapacity(lines.count)
-        for line in lines.dropFirst() where !line.isEmpty {
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw bad("Malformed header line") }
-            let name = line[line.startIndex..<colon]
-            guard !name.isEmpty, name.allSatisfy(isTokenByte) else { throw bad("Malformed header name") }
-            var value = line[(colon + 1)...]
-            while let b = value.first, b == 0x20 || b == 0x09 { value.removeFirst() }
-            while let b = value.last, b == 0x20 || b == 0x09 { value.removeLast() }
-            guard value.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }) else { throw bad("Malformed header value") }
-            headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
-        }
-        let fields = HTTPHeaders(headers)
-
-        let connectionTokens = fields.values("Connection").flatMap { $0.split(separator: ",") }
-            .map { $0.trimmingASCIISpaces().lowercased() }
-        let keepAlive = minor == 1
-            ? !connectionTokens.contains("close")
-            : connectionTokens.contains("keep-alive")
-        let expects = fields["Expect"].map { asciiCaseInsensitiveEquals($0, "100-continue") } ?? false
-        return RequestHead(
-            method: HTTPMethod(String(decoding: parts[0], as: UTF8.self)), target: target, minorVersion: minor,
-            headers: fields, keepAlive: keepAlive, expectsContinue: expects && minor == 1
-        )
+        return (HTTPMethod(String(decoding: method, as: UTF8.self)), String(decoding: target, as: UTF8.self), minor)
     }
 
     private func bodyFraming(_ headers: HTTPHeaders) throws -> BodyFraming {
@@ -284,18 +309,21 @@ func isTokenByte(_ byte: UInt8) -> Bool {
     }
 }
 
-/// Splits on LF, dropping a CR before it.
-private func splitLines(_ bytes: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
-    var lines: [ArraySlice<UInt8>] = []
-    var start = bytes.startIndex
-    for index in bytes.indices where bytes[index] == UInt8(ascii: "\n") {
-        var line = bytes[start..<index]
-        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-        lines.append(line)
-        start = index + 1
+/// The lines of a head, one at a time: split on LF, with a CR before the LF dropped.
+private struct LineScanner {
+    private let buffer: UnsafeBufferPointer<UInt8>
+    private var start = 0
+
+    init(_ buffer: UnsafeBufferPointer<UInt8>) { self.buffer = buffer }
+
+    mutating func next() -> Slice<UnsafeBufferPointer<UInt8>>? {
+        guard start < buffer.count else { return nil }
+        var end = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) ?? buffer.count
+        let nextStart = end + 1
+        if end > start, buffer[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+        defer { start = nextStart }
+        return buffer[start..<end]
     }
-    if start < bytes.endIndex { lines.append(bytes[start...]) }
-    return lines
 }
 
 extension StringProtocol {

@@ -42,20 +42,18 @@ public struct Router: HTTPResponder {
     public func respond(to request: HTTPRequest) async -> HTTPResponse {
         var request = request
         let pathSegments = request.path.split(separator: "/", omittingEmptySubsequences: false)
-        var matched: [(Route, [String: String])] = []
-        for route in routes {
-            if let parameters = match(route.segments, pathSegments) { matched.append((route, parameters)) }
-        }
         let lookupMethod = request.method == .head ? HTTPMethod.get : request.method
         let final: Handler
-        if let (route, parameters) = matched.first(where: { $0.0.method == lookupMethod }) {
+        if let route = routes.first(where: { $0.method == lookupMethod && matches($0.segments, pathSegments) }),
+           let parameters = parameters(route.segments, pathSegments) {
             request.route = route.template
             request.parameters = parameters
             final = route.handler
-        } else if let (route, parameters) = matched.first {
+        } else if let route = routes.first(where: { matches($0.segments, pathSegments) }) {
+            // The path exists with other methods: 405 (or 204 to a plain OPTIONS) with `Allow`.
             request.route = route.template
-            request.parameters = parameters
-            let allow = Self.allowHeader(matched.map(\.0.method))
+            request.parameters = parameters(route.segments, pathSegments) ?? [:]
+            let allow = Self.allowHeader(routes.filter { matches($0.segments, pathSegments) }.map(\.method))
             final = { request in
                 if request.method == .options {
                     return HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allow)]))
@@ -65,11 +63,8 @@ public struct Router: HTTPResponder {
         } else {
             final = { _ in throw HTTPError(404, "Not found") }
         }
-        let chain = middleware.reversed().reduce(final) { next, middleware in
-            { request in try await middleware.handle(request, next: next) }
-        }
         do {
-            return try await chain(request)
+            return try await run(request, through: 0, to: final)
         } catch let error as HTTPError {
             return error.response
         } catch {
@@ -80,6 +75,12 @@ public struct Router: HTTPResponder {
         }
     }
 
+    /// Runs middleware `index` and, through its `next`, the ones after it, then `final`.
+    private func run(_ request: HTTPRequest, through index: Int, to final: Handler) async throws -> HTTPResponse {
+        guard index < middleware.count else { return try await final(request) }
+        return try await middleware[index].handle(request) { try await run($0, through: index + 1, to: final) }
+    }
+
     /// The methods a path allows, as `Allow` lists them: sorted, with HEAD and OPTIONS.
     static func allowHeader(_ methods: [HTTPMethod]) -> String {
         var names = Set(methods.map(\.rawValue))
@@ -88,15 +89,26 @@ public struct Router: HTTPResponder {
         return names.sorted().joined(separator: ", ")
     }
 
-    private func match(_ template: [Segment], _ path: [Substring]) -> [String: String]? {
-        guard template.count == path.count else { return nil }
-        var parameters: [String: String] = [:]
+    /// True when `path` fits the template (parameters are checked for being decodable).
+    private func matches(_ template: [Segment], _ path: [Substring]) -> Bool {
+        guard template.count == path.count else { return false }
         for (segment, part) in zip(template, path) {
             switch segment {
             case .literal(let literal):
-                guard literal == part else { return nil }
-            case .parameter(let name):
-                guard !part.isEmpty, let value = percentDecode(part) else { return nil }
+                guard literal == part else { return false }
+            case .parameter:
+                guard !part.isEmpty, percentDecode(part) != nil else { return false }
+            }
+        }
+        return true
+    }
+
+    /// The decoded parameters of a path that `matches` the template.
+    private func parameters(_ template: [Segment], _ path: [Substring]) -> [String: String]? {
+        var parameters: [String: String] = [:]
+        for (segment, part) in zip(template, path) {
+            if case .parameter(let name) = segment {
+                guard let value = percentDecode(part) else { return nil }
                 parameters[name] = value
             }
         }

@@ -56,6 +56,15 @@ struct RequestParserTests {
         ("POST /x HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 413),
         ("POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 413),
         ("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("GET  /x HTTP/1.1\r\n\r\n", 400),
+        ("GET /x  HTTP/1.1\r\n\r\n", 400),
+        ("GET /x http/1.1\r\n\r\n", 400),
+        ("GET /x HTTP/1.1\r\nX: a\u{7F}b\r\n\r\n", 400),
+        ("GET /x HTTP/1.1\r\nX: a\rb\r\n\r\n", 400),
+        ("GET /x HTTP/1.1\r\n: empty name\r\n\r\n", 400),
+        ("G(T /x HTTP/1.1\r\n\r\n", 400),
+        ("GET ** HTTP/1.1\r\n\r\n", 400),
+        (" GET /x HTTP/1.1\r\n\r\n", 400),
     ])
     func refusals(request: String, status: Int) {
         let (result, _) = parse(request)
@@ -77,6 +86,17 @@ struct RequestParserTests {
         #expect(!plain.keepAlive)
         #expect(kept.keepAlive)
         #expect(!closed.keepAlive)
+    }
+
+    @Test func headerValuesAreTrimmedAndConnectionTokensFound() {
+        guard case .request(let head, _) = parse("\r\nOPTIONS * HTTP/1.0\r\nX-Tab:\t a\tb \t\r\nConnection: Upgrade, Keep-Alive\r\n\r\n").0,
+              case .request(let closing, _) = parse("GET /c HTTP/1.1\r\nconnection: upgrade ,  CLOSE\r\n\r\n").0
+        else { Issue.record("expected requests"); return }
+        #expect(head.method == .options && head.target == "*" && head.minorVersion == 0)
+        #expect(head.headers["x-tab"] == "a\tb")
+        #expect(head.keepAlive)
+        #expect(!closing.keepAlive)
+        #expect(closing.headers.count == 1)
     }
 
     @Test func bareLineFeedsAreAccepted() {
