@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Nonisolated async functions run on their caller's executor (SE-0461) instead of hopping to
+/// the global one: a request's handler chain stays on its event loop with no executor switch per
+/// call. Every target that calls across these modules needs the same setting (it changes how
+/// async function types are mangled).
+let layerSettings: [SwiftSetting] = [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+
 let package = Package(
     name: "task-management",
     platforms: [.macOS(.v15)],
@@ -38,7 +44,8 @@ let package = Package(
                 "CLibEvent",
                 "EventLoopCore",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: layerSettings
         ),
         .target(
             name: "Database",
@@ -49,7 +56,8 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ]
+            ],
+            swiftSettings: layerSettings
         ),
         .executableTarget(
             name: "App",
@@ -61,17 +69,19 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            swiftSettings: layerSettings
         ),
 
         // MARK: Tests
         .target(
             name: "TestSupport",
-            path: "Tests/TestSupport"
+            path: "Tests/TestSupport",
+            swiftSettings: layerSettings
         ),
-        .testTarget(name: "ServerTests", dependencies: ["Server", "TestSupport"]),
-        .testTarget(name: "DatabaseTests", dependencies: ["Database", "TestSupport"]),
-        .testTarget(name: "AppTests", dependencies: ["App", "Server", "Database", "TestSupport"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "TestSupport"], swiftSettings: layerSettings),
+        .testTarget(name: "DatabaseTests", dependencies: ["Database", "TestSupport"], swiftSettings: layerSettings),
+        .testTarget(name: "AppTests", dependencies: ["App", "Server", "Database", "TestSupport"], swiftSettings: layerSettings),
     ],
     swiftLanguageModes: [.v6]
 )
