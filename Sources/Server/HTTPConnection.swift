@@ -36,6 +36,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     private var waitingForOutput = false
     /// When the first byte of the request being read arrived (for the whole-request timeout).
     private var requestStartedAt: ContinuousClock.Instant?
+    /// `process()` is on the stack (an answer given during `dispatch` must not re-enter it).
+    private var processing = false
 
     init?(owner: ServerLoop, socket: Int32) {
         self.owner = owner
@@ -149,26 +151,35 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     // MARK: Requests
 
-    /// Parses what has arrived; starts a handler when a whole request is in.
+    /// Parses what has arrived and starts a handler for each whole request, one at a time. A
+    /// handler that answers without suspending answers inside `dispatch`; the loop then goes on
+    /// to the next pipelined request (instead of `answer` calling back in, which would nest one
+    /// stack frame per pipelined request).
     private func process() {
-        guard state == .reading, !waitingForOutput else { return }
-        if let started = requestStartedAt, parser.isMidRequest(input),
-           ContinuousClock.now - started > context.configuration.timeout {
-            fail(RequestParseError(status: 408, message: "Request timed out"))
-            return
-        }
-        switch parser.parse(&input) {
-        case .incomplete(let sendContinue):
-            if sendContinue, let bev = bufferEvent {
-                let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
-                send(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount), on: bev)
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while state == .reading, !waitingForOutput {
+            if let started = requestStartedAt, parser.isMidRequest(input),
+               ContinuousClock.now - started > context.configuration.timeout {
+                fail(RequestParseError(status: 408, message: "Request timed out"))
+                return
             }
-            if input.isEmpty { requestStartedAt = nil }
-        case .failure(let error):
-            fail(error)
-        case .request(let head, let body):
-            requestStartedAt = input.isEmpty ? nil : .now
-            dispatch(head, body: body)
+            switch parser.parse(&input) {
+            case .incomplete(let sendContinue):
+                if sendContinue, let bev = bufferEvent {
+                    let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
+                    send(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount), on: bev)
+                }
+                if input.isEmpty { requestStartedAt = nil }
+                return
+            case .failure(let error):
+                fail(error)
+                return
+            case .request(let head, let body):
+                requestStartedAt = input.isEmpty ? nil : .now
+                dispatch(head, body: body)
+            }
         }
     }
 
@@ -185,9 +196,10 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         let responder = context.responder
         let loop = owner.loop
         context.requestStarted()
-        // The handler runs on this loop's thread (the loop is the task's executor), so the answer
-        // is written without a hop unless the handler moved elsewhere.
-        Task(executorPreference: loop) {
+        // The handler starts at once on this thread and, after any suspension, resumes on this
+        // loop (its task executor): a handler that never suspends answers before `dispatch`
+        // returns, and none needs a hop to write its answer.
+        Task.immediate(executorPreference: loop) {
             let response = await responder.respond(to: request)
             loop.executeOrRunNow { [self] in
                 self.context.requestFinished()
