@@ -57,6 +57,8 @@ public actor ConnectionPool {
     private let loops: EventLoopGroup
     /// The pool made `loops` itself, so it stops them at shutdown.
     private let ownsLoops: Bool
+    /// A thread of its own for starting connections (host name lookups block).
+    private let connector: EventLoop
     private let logger: Logger
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
@@ -76,6 +78,7 @@ public actor ConnectionPool {
         self.origin = clock.now
         self.loops = eventLoops ?? EventLoopGroup(count: 1, namePrefix: "postgres-loop")
         self.ownsLoops = eventLoops == nil
+        self.connector = EventLoop(name: "pg-connect")
         self.state = PoolStateMachine(configuration: .init(
             maxConnections: max(1, configuration.maxConnections),
             minConnections: min(configuration.minConnections, max(1, configuration.maxConnections)),
@@ -85,6 +88,7 @@ public actor ConnectionPool {
             affinityGroups: loops.loops.count
         ))
         loops.start()
+        connector.start()
     }
 
     /// Opens the minimum connections in the background.
@@ -196,6 +200,7 @@ public actor ConnectionPool {
         timer?.task.cancel()
         timer = nil
         if ownsLoops { await loops.stop() }
+        await connector.stop()
     }
 
     private func finishShutdown() {
@@ -237,7 +242,7 @@ public actor ConnectionPool {
             do {
                 let connection = try await PostgresConnection.connect(
                     id: id, conninfo: configuration.conninfo, applicationName: configuration.applicationName,
-                    timeout: configuration.connectTimeout, loop: loop,
+                    timeout: configuration.connectTimeout, loop: loop, starter: connector,
                     onUnexpectedClose: { [weak self] error in
                         Task { await self?.connectionClosed(id, error: error) }
                     }

@@ -52,16 +52,23 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     // MARK: Connecting
 
     /// Opens a connection to `conninfo` (a URL or `key=value` string, anything libpq accepts)
-    /// within `timeout`, then sets the session time zone to UTC.
+    /// within `timeout`, then sets the session time zone to UTC. The connection is started on
+    /// `starter`, a thread that does nothing else (`PQconnectStartParams` resolves host names
+    /// synchronously, and a slow DNS answer must not stall a loop that serves requests), and
+    /// then driven on `loop`.
     static func connect(
-        id: Int, conninfo: String, applicationName: String, timeout: Duration, loop: EventLoop,
+        id: Int, conninfo: String, applicationName: String, timeout: Duration, loop: EventLoop, starter: EventLoop,
         onUnexpectedClose: @escaping @Sendable (PostgresError) -> Void
     ) async throws -> PostgresConnection {
         let connection = PostgresConnection(id: id, loop: loop)
+        let deadline = ContinuousClock.now + timeout
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            loop.execute {
-                connection.startConnecting(conninfo: conninfo, applicationName: applicationName, timeout: timeout) { result in
-                    continuation.resume(with: result)
+            starter.execute {
+                let started = StartedConnection(startConnection(conninfo: conninfo, applicationName: applicationName))
+                loop.execute {
+                    connection.continueConnecting(started.pointer, deadline: deadline, timeout: timeout) { result in
+                        continuation.resume(with: result)
+                    }
                 }
             }
         }
@@ -79,15 +86,12 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         return connection
     }
 
-    private func startConnecting(
-        conninfo: String, applicationName: String, timeout: Duration,
+    /// Takes over a connection started by `startConnection` and polls it to the end (on the loop).
+    private func continueConnecting(
+        _ started: OpaquePointer?, deadline: ContinuousClock.Instant, timeout: Duration,
         completion: @escaping (Result<Void, Error>) -> Void
     ) {
-        let keywords = ["dbname", "application_name", "client_encoding"]
-        let values = [conninfo, applicationName, "UTF8"]
-        connection = withCStringArray(keywords) { keys in
-            withCStringArray(values) { vals in PQconnectStartParams(keys, vals, 1) }
-        }
+        connection = started
         guard let pg = connection, PQstatus(pg) != CONNECTION_BAD else {
             let message = connection.map { errorMessage($0) } ?? "out of memory"
             finishConnection()
@@ -97,7 +101,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         PQsetnonblocking(pg, 1)
         PQsetNoticeProcessor(pg, { _, _ in }, nil)
         let state = ConnectAttempt(completion: completion)
-        loop.schedule(after: timeout) { [self] in
+        loop.schedule(after: deadline - ContinuousClock.now) { [self] in
             guard !state.done else { return }
             state.done = true
             finishConnection()
@@ -455,6 +459,21 @@ private struct ResultCollector {
             if error == nil { error = serverError(result) }
         }
     }
+}
+
+/// Starts a connection with `PQconnectStartParams` (which may block resolving a host name).
+private func startConnection(conninfo: String, applicationName: String) -> OpaquePointer? {
+    let keywords = ["dbname", "application_name", "client_encoding"]
+    let values = [conninfo, applicationName, "UTF8"]
+    return withCStringArray(keywords) { keys in
+        withCStringArray(values) { vals in PQconnectStartParams(keys, vals, 1) }
+    }
+}
+
+/// A connection just started on the connector thread, on its way to its loop.
+private struct StartedConnection: @unchecked Sendable {  // handed from the connector thread to the loop; only one of them uses it at a time
+    let pointer: OpaquePointer?
+    init(_ pointer: OpaquePointer?) { self.pointer = pointer }
 }
 
 /// One connect attempt's completion, called once (by success, failure or the deadline).

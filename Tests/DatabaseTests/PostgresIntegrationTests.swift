@@ -262,6 +262,8 @@ struct PostgresIntegrationTests {
     @Test func theAcquireTimeoutFiresUnderSaturation() async throws {
         let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .milliseconds(200))
         await pool.start()
+        // The holder's own lease must not be the one that times out while the connection opens.
+        #expect(await eventually { await pool.statistics.open == 1 })
         let holder = Task { try await pool.withConnection { _ = try await $0.simpleQuery("SELECT pg_sleep(1)") } }
         #expect(await eventually { await pool.statistics.inUse == 1 })
         let start = ContinuousClock.now
