@@ -117,15 +117,15 @@ public actor ConnectionPool {
     /// queries (libpq pipeline mode), so it costs neither a connection of its own nor a round trip
     /// of waiting for the queries before it.
     public nonisolated func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = []) async throws -> PostgresRows {
-        let connection = try await lease(.shared, group: loops.currentIndex)
-        do {
-            let rows = try await connection.query(statement, binds)
-            await release(connection)
-            return rows
-        } catch {
-            await release(connection)
-            throw error
-        }
+        try await query(statement, binds, group: loops.currentIndex)
+    }
+
+    /// Lease, query and release in one visit to the pool (one hop on, one off; the pool is free
+    /// for others while the query is in flight). `group` is the caller's loop, taken before the hop.
+    private func query(_ statement: PreparedStatement, _ binds: [PostgresValue], group: Int?) async throws -> PostgresRows {
+        let connection = try await lease(.shared, group: group)
+        defer { release(connection) }
+        return try await connection.query(statement, binds)
     }
 
     /// Runs `body` inside BEGIN/COMMIT; rolls back when it throws.
