@@ -175,14 +175,21 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 
     private func enqueue(_ command: PendingQuery.Command) async throws -> PostgresRows {
         try await withCheckedThrowingContinuation { continuation in
-            loop.executeOrRunNow { [self] in
-                guard connection != nil, !isBroken else {
-                    continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
-                    return
-                }
-                send(PendingQuery(command: command, continuation: continuation))
+            // On the loop (the usual case) the query goes out now, without a closure to queue.
+            if loop.isInLoopThread {
+                start(command, continuation)
+            } else {
+                loop.execute { self.start(command, continuation) }
             }
         }
+    }
+
+    private func start(_ command: PendingQuery.Command, _ continuation: CheckedContinuation<PostgresRows, Error>) {
+        guard connection != nil, !isBroken else {
+            continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
+            return
+        }
+        send(PendingQuery(command: command, continuation: continuation))
     }
 
     /// Puts a query on the wire, behind whatever is still in flight: its PREPARE the first time

@@ -100,11 +100,6 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {  // `base` and
         post(.closure(work))
     }
 
-    /// Runs `work` now when called on the loop thread, otherwise as `execute` does.
-    public func executeOrRunNow(_ work: @escaping @Sendable () -> Void) {
-        if isInLoopThread { work() } else { post(.closure(work)) }
-    }
-
     /// `TaskExecutor`: runs the job on the loop thread, in order with `execute`d work.
     public func enqueue(_ job: consuming ExecutorJob) {
         post(.job(UnownedJob(job)))

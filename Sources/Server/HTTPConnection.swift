@@ -201,11 +201,17 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         // returns, and none needs a hop to write its answer.
         Task.immediate(executorPreference: loop) {
             let response = await responder.respond(to: request)
-            loop.executeOrRunNow { [self] in
-                self.context.requestFinished()
-                self.answer(response, to: head, requestID: request.requestID)
+            if loop.isInLoopThread {
+                self.finish(response, to: head, requestID: request.requestID)
+            } else {
+                loop.execute { self.finish(response, to: head, requestID: request.requestID) }
             }
         }
+    }
+
+    private func finish(_ response: HTTPResponse, to head: RequestHead, requestID: String) {
+        context.requestFinished()
+        answer(response, to: head, requestID: requestID)
     }
 
     private func answer(_ response: HTTPResponse, to head: RequestHead, requestID: String) {

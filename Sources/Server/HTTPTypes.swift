@@ -161,8 +161,11 @@ public struct HTTPResponse: Sendable {
 
     /// A response with `Content-Type: application/json` and `body` as written.
     public static func json(_ status: Int, _ body: [UInt8]) -> HTTPResponse {
-        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body)
+        HTTPResponse(status: status, headers: jsonHeaders, body: body)
     }
+
+    /// Shared by every JSON response (copied only when one adds a header).
+    private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json")])
 
     /// The JSON error shape every error uses: `{"error":"<message>"}`.
     public static func error(_ status: Int, _ message: String) -> HTTPResponse {
