@@ -56,7 +56,7 @@ struct BinaryTests {
 
     @Test func sigtermUnderLoadLosesNoAcceptedRequestAndExitsZero() async throws {
         let url = try TestPostgres.createDatabase()
-        let (pid, port, _) = try Self.launch(databaseURL: url)
+        let (pid, port, _) = try await offCooperativePool { try Self.launch(databaseURL: url) }
         // Eight clients stream creates over keep-alive connections until the server closes.
         let clients = (0..<8).map { client in
             Task {
@@ -96,38 +96,38 @@ struct BinaryTests {
     }
 
     @Test func postgresOutageGives503ThenRecovers() async throws {
-        let cluster = try PrivateCluster()
-        defer { cluster.destroy() }
-        let (pid, port, _) = try Self.launch(databaseURL: cluster.url, extra: ["DB_ACQUIRE_TIMEOUT_MS": "1000"])
-        defer { kill(pid, SIGKILL); _ = Self.waitForExit(pid, timeout: 5) }
-        #expect(try await httpRequest(port: port, "GET", "/api/tasks").status == 200)
+        try await PrivateCluster.with { cluster in
+            let (pid, port, _) = try await offCooperativePool { try Self.launch(databaseURL: cluster.url, extra: ["DB_ACQUIRE_TIMEOUT_MS": "1000"]) }
+            defer { kill(pid, SIGKILL); _ = Self.waitForExit(pid, timeout: 5) }
+            #expect(try await httpRequest(port: port, "GET", "/api/tasks").status == 200)
 
-        try cluster.stop()
-        try await Task.sleep(for: .milliseconds(300))
-        let start = ContinuousClock.now
-        let down = try await httpRequest(port: port, "GET", "/api/tasks")
-        #expect(down.status == 503)
-        #expect(down.header("Retry-After") != nil)
-        #expect(ContinuousClock.now - start < .seconds(2))
-        #expect(try await httpRequest(port: port, "GET", "/readyz").status == 503)
-        #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
+            try await cluster.stop()
+            try await Task.sleep(for: .milliseconds(300))
+            let start = ContinuousClock.now
+            let down = try await httpRequest(port: port, "GET", "/api/tasks")
+            #expect(down.status == 503)
+            #expect(down.header("Retry-After") != nil)
+            #expect(ContinuousClock.now - start < .seconds(2))
+            #expect(try await httpRequest(port: port, "GET", "/readyz").status == 503)
+            #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
 
-        try cluster.start()
-        var recovered = false
-        for _ in 0..<100 where !recovered {
-            recovered = try await httpRequest(port: port, "GET", "/api/tasks").status == 200
-            if !recovered { try await Task.sleep(for: .milliseconds(100)) }
+            try await cluster.start()
+            var recovered = false
+            for _ in 0..<100 where !recovered {
+                recovered = try await httpRequest(port: port, "GET", "/api/tasks").status == 200
+                if !recovered { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            // The pool's gauges are current when scraped: connections open again, none in use.
+            let metrics = try await httpRequest(port: port, "GET", "/metrics").text
+            func gauge(_ name: String) -> Double? {
+                metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+            }
+            #expect((gauge("db_pool_connections_open") ?? 0) >= 1)
+            #expect(gauge("db_pool_connections_in_use") == 0)
+            #expect(metrics.contains("db_errors_total{"))
+            #expect(recovered)
+            #expect(try await httpRequest(port: port, "GET", "/readyz").status == 200)
         }
-        // The pool's gauges are current when scraped: connections open again, none in use.
-        let metrics = try await httpRequest(port: port, "GET", "/metrics").text
-        func gauge(_ name: String) -> Double? {
-            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
-        }
-        #expect((gauge("db_pool_connections_open") ?? 0) >= 1)
-        #expect(gauge("db_pool_connections_in_use") == 0)
-        #expect(metrics.contains("db_errors_total{"))
-        #expect(recovered)
-        #expect(try await httpRequest(port: port, "GET", "/readyz").status == 200)
     }
 
     @Test func aBadVariableStopsTheStartWithOneLine() throws {

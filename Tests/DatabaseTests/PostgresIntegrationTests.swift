@@ -325,45 +325,46 @@ struct PostgresIntegrationTests {
 @Suite("PostgreSQL stopping and starting (private cluster)")
 struct PostgresRestartTests {
     @Test func failsFastWhileDownAndRecoversWithoutRestart() async throws {
-        let cluster = try PrivateCluster()
-        defer { cluster.destroy() }
-        let pool = ConnectionPool(
-            configuration: PoolConfiguration(
-                conninfo: cluster.url, maxConnections: 2, acquireTimeout: .seconds(2), connectTimeout: .seconds(1),
-                initialBackoff: .milliseconds(50), maxBackoff: .milliseconds(500)
-            ),
-            logger: Logger(label: "test")
-        )
-        await pool.start()
-        #expect(try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }.first?.int(0) == 2)
+        try await PrivateCluster.with { cluster in
+            let pool = ConnectionPool(
+                configuration: PoolConfiguration(
+                    conninfo: cluster.url, maxConnections: 2, acquireTimeout: .seconds(2), connectTimeout: .seconds(1),
+                    initialBackoff: .milliseconds(50), maxBackoff: .milliseconds(500)
+                ),
+                logger: Logger(label: "test")
+            )
+            await pool.start()
+            #expect(try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }.first?.int(0) == 2)
 
-        try cluster.stop()
-        // While it is down: typed errors, each well under the acquire timeout.
-        var kinds: Set<PostgresError.Kind> = []
-        for _ in 0..<20 {
-            let start = ContinuousClock.now
-            do {
-                _ = try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }
-            } catch let error as PostgresError {
-                kinds.insert(error.kind)
+            try await cluster.stop()
+            // While it is down: typed errors, each well under the acquire timeout.
+            var kinds: Set<PostgresError.Kind> = []
+            for _ in 0..<20 {
+                let start = ContinuousClock.now
+                do {
+                    _ = try await pool.withConnection { try await $0.query(selectOne, [.int(1)]) }
+                } catch let error as PostgresError {
+                    kinds.insert(error.kind)
+                }
+                #expect(ContinuousClock.now - start < .milliseconds(1500))
+                try await Task.sleep(for: .milliseconds(25))
             }
-            #expect(ContinuousClock.now - start < .milliseconds(1500))
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        #expect(!kinds.isEmpty)
-        #expect(kinds.isSubset(of: [.unavailable, .connectionLost, .connectFailed]))
-        #expect(await pool.statistics.reachable == false)
+            #expect(!kinds.isEmpty)
+            #expect(kinds.isSubset(of: [.unavailable, .connectionLost, .connectFailed]))
+            #expect(await pool.statistics.reachable == false)
 
-        try cluster.start()
-        let recovered = await eventually(.seconds(10)) {
-            (try? await pool.withConnection { try await $0.query(selectOne, [.int(2)]) }.first?.int(0)) == 3
+            try await cluster.start()
+            let recovered = await eventually(.seconds(10)) {
+                (try? await pool.withConnection { try await $0.query(selectOne, [.int(2)]) }.first?.int(0)) == 3
+            }
+            #expect(recovered)
+            let statistics = await pool.statistics
+            #expect(statistics.reachable)
+            #expect(statistics.inUse == 0 && statistics.waiting == 0)
+            await pool.shutdown(gracePeriod: .seconds(1))
         }
-        #expect(recovered)
-        let statistics = await pool.statistics
-        #expect(statistics.reachable)
-        #expect(statistics.inUse == 0 && statistics.waiting == 0)
-        await pool.shutdown(gracePeriod: .seconds(1))
     }
+
 }
 
 @Suite("Timestamps from PostgreSQL text (no database)")

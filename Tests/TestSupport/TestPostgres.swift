@@ -76,25 +76,47 @@ public enum TestPostgres {
 }
 
 /// A PostgreSQL cluster of the test's own (scripts/pg-cluster.sh), to stop and start at will
-/// without disturbing other tests.
+/// without disturbing other tests. Its commands (initdb, pg_ctl) take seconds, so they run on
+/// threads of their own: on Swift's cooperative threads they would starve every other test
+/// running at the same time.
 public final class PrivateCluster: Sendable {
     public let directory: String
     public let port: Int
     public var url: String { "postgresql://postgres@127.0.0.1:\(port)/taskmanagement" }
     private static var script: String { TestPostgres.packageRoot.appendingPathComponent("scripts/pg-cluster.sh").path }
 
-    public init() throws {
-        directory = NSTemporaryDirectory() + "tm-cluster-\(UUID().uuidString.prefix(8))"
-        port = Int(try TestPostgres.run(Self.script, ["free-port"]))!
-        try start()
+    private init(directory: String, port: Int) {
+        self.directory = directory
+        self.port = port
     }
 
-    public func start() throws { try TestPostgres.run(Self.script, ["start", directory, String(port)]) }
-    public func stop() throws { try TestPostgres.run(Self.script, ["stop", directory]) }
+    /// Runs `body` with a new, started cluster; stops and deletes it afterwards, whatever happens.
+    public static func with<T: Sendable>(_ body: (PrivateCluster) async throws -> T) async throws -> T {
+        let cluster = try await offCooperativePool {
+            let port = Int(try TestPostgres.run(script, ["free-port"]))!
+            return PrivateCluster(directory: NSTemporaryDirectory() + "tm-cluster-\(UUID().uuidString.prefix(8))", port: port)
+        }
+        do {
+            try await cluster.start()
+            let result = try await body(cluster)
+            await cluster.destroy()
+            return result
+        } catch {
+            await cluster.destroy()
+            throw error
+        }
+    }
 
-    /// Stops the cluster and deletes its files.
-    public func destroy() {
-        try? stop()
+    public func start() async throws {
+        _ = try await offCooperativePool { try TestPostgres.run(Self.script, ["start", self.directory, String(self.port)]) }
+    }
+
+    public func stop() async throws {
+        _ = try await offCooperativePool { try TestPostgres.run(Self.script, ["stop", self.directory]) }
+    }
+
+    private func destroy() async {
+        try? await stop()
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
