@@ -43,22 +43,23 @@ struct TaskItem: Sendable {
     }
 }
 
-/// The single settings row.
-struct SettingsItem: Equatable, Sendable {
+/// The single settings row (`dark_mode, updated_at`); like `TaskItem`, it writes the timestamp
+/// straight from the row.
+struct SettingsItem: Sendable {
     let darkMode: Bool
-    let updatedAt: PostgresTimestamp
+    let row: PostgresRow
 
     init(row: PostgresRow) throws {
         darkMode = try row.bool(0)
-        updatedAt = try row.timestamp(1)
+        self.row = row
     }
 
-    func write(to json: inout JSONWriter) {
+    func write(to json: inout JSONWriter) throws {
         json.beginObject()
         json.key("dark_mode")
         json.bool(darkMode)
         json.key("updated_at")
-        json.quotedASCII { updatedAt.writeISO(into: &$0) }
+        try json.quotedASCII { try row.writeISOTimestamp(1, into: &$0) }
         json.endObject()
     }
 }

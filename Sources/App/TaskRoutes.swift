@@ -51,12 +51,12 @@ struct TaskRoutes: Sendable {
     }
 
     func getSettings() async throws -> HTTPResponse {
-        Self.response(200, try await repository.settings())
+        try Self.response(200, try await repository.settings())
     }
 
     func putSettings(_ request: HTTPRequest) async throws -> HTTPResponse {
         let darkMode = try RequestValidation.darkMode(try RequestValidation.jsonObject(request))
-        return Self.response(200, try await repository.updateSettings(darkMode: darkMode))
+        return try Self.response(200, try await repository.updateSettings(darkMode: darkMode))
     }
 
     private static func response(_ status: Int, _ task: TaskItem) throws -> HTTPResponse {
@@ -66,9 +66,9 @@ struct TaskRoutes: Sendable {
         return .json(status, json.bytes)
     }
 
-    private static func response(_ status: Int, _ settings: SettingsItem) -> HTTPResponse {
+    private static func response(_ status: Int, _ settings: SettingsItem) throws -> HTTPResponse {
         var json = JSONWriter(capacity: 96)
-        settings.write(to: &json)
+        try settings.write(to: &json)
         json.newline()
         return .json(status, json.bytes)
     }

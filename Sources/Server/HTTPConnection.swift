@@ -253,7 +253,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         var out: [UInt8] = []
         out.reserveCapacity(160 + response.body.count)
         out.append(contentsOf: "HTTP/1.1 ".utf8)
-        appendDecimal(response.status, to: &out)
+        out.append(contentsOf: String(response.status).utf8)
         out.append(UInt8(ascii: " "))
         out.append(contentsOf: reasonPhrase(response.status).utf8)
         out.append(contentsOf: [0x0D, 0x0A])
@@ -262,7 +262,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
         if response.status != 204 && response.status >= 200 {
             out.append(contentsOf: "Content-Length: ".utf8)
-            appendDecimal(response.body.count, to: &out)
+            out.append(contentsOf: String(response.body.count).utf8)
             out.append(contentsOf: [0x0D, 0x0A])
         }
         if let requestID, !response.headers.contains("X-Request-ID") {
@@ -332,24 +332,4 @@ private func appendHeader(_ name: String, _ value: String, to out: inout [UInt8]
     out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
     out.append(contentsOf: value.utf8)
     out.append(contentsOf: [0x0D, 0x0A])
-}
-
-/// Appends a non-negative integer in decimal, without making a `String` of it.
-private func appendDecimal(_ value: Int, to out: inout [UInt8]) {
-    guard value > 0 else {
-        out.append(UInt8(ascii: "0"))
-        return
-    }
-    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    var count = 0
-    var rest = value
-    withUnsafeMutableBytes(of: &digits) { buffer in
-        while rest > 0 {
-            buffer[19 - count] = UInt8(ascii: "0") + UInt8(rest % 10)
-            rest /= 10
-            count += 1
-        }
-        out.append(contentsOf: buffer[(20 - count)...])
-    }
 }

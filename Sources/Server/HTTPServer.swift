@@ -153,10 +153,6 @@ final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` a
     }
 
     private func accept(_ socket: Int32) {
-        guard !context.isDraining else {
-            _ = Glibc.close(socket)
-            return
-        }
         let target = peers.isEmpty ? self : peers[context.accepted.wrappingAdd(1, ordering: .relaxed).oldValue % peers.count]
         if target === self {
             adopt(socket)

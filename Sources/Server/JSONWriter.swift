@@ -34,32 +34,23 @@ public struct JSONWriter: Sendable {
     }
 
     public mutating func string(_ value: String) {
-        separate()
-        bytes.append(UInt8(ascii: "\""))
-        var utf8 = value
-        let escaped = utf8.withUTF8 { raw in
-            if needsEscaping(raw) { return true }
-            bytes.append(contentsOf: raw)
-            return false
-        }
-        if escaped {
-            for scalar in value.unicodeScalars { escape(scalar.value) }
-        }
-        bytes.append(UInt8(ascii: "\""))
-        needsComma = true
+        var value = value
+        value.withUTF8 { string(utf8Bytes: $0) }
     }
 
     /// Writes UTF-8 text (a database cell, say) as a string, without making a `String` of it
     /// unless it needs escaping. Invalid UTF-8 becomes U+FFFD.
     public mutating func string(utf8 value: ArraySlice<UInt8>) {
+        value.withUnsafeBufferPointer { string(utf8Bytes: $0) }
+    }
+
+    private mutating func string(utf8Bytes raw: UnsafeBufferPointer<UInt8>) {
         separate()
         bytes.append(UInt8(ascii: "\""))
-        value.withUnsafeBufferPointer { raw in
-            if needsEscaping(raw) {
-                for scalar in String(decoding: raw, as: UTF8.self).unicodeScalars { escape(scalar.value) }
-            } else {
-                bytes.append(contentsOf: raw)
-            }
+        if needsEscaping(raw) {
+            for scalar in String(decoding: raw, as: UTF8.self).unicodeScalars { escape(scalar.value) }
+        } else {
+            bytes.append(contentsOf: raw)
         }
         bytes.append(UInt8(ascii: "\""))
         needsComma = true

@@ -44,16 +44,15 @@ public struct Router: HTTPResponder {
         let pathSegments = request.path.split(separator: "/", omittingEmptySubsequences: false)
         let lookupMethod = request.method == .head ? HTTPMethod.get : request.method
         let final: Handler
-        if let route = routes.first(where: { $0.method == lookupMethod && matches($0.segments, pathSegments) }),
-           let parameters = parameters(route.segments, pathSegments) {
+        if let (route, parameters) = firstMatch(pathSegments, where: { $0.method == lookupMethod }) {
             request.route = route.template
             request.parameters = parameters
             final = route.handler
-        } else if let route = routes.first(where: { matches($0.segments, pathSegments) }) {
+        } else if let (route, parameters) = firstMatch(pathSegments, where: { _ in true }) {
             // The path exists with other methods: 405 (or 204 to a plain OPTIONS) with `Allow`.
             request.route = route.template
-            request.parameters = parameters(route.segments, pathSegments) ?? [:]
-            let allow = Self.allowHeader(routes.filter { matches($0.segments, pathSegments) }.map(\.method))
+            request.parameters = parameters
+            let allow = Self.allowHeader(routes.filter { match($0.segments, pathSegments) != nil }.map(\.method))
             final = { request in
                 if request.method == .options {
                     return HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allow)]))
@@ -89,26 +88,25 @@ public struct Router: HTTPResponder {
         return names.sorted().joined(separator: ", ")
     }
 
-    /// True when `path` fits the template (parameters are checked for being decodable).
-    private func matches(_ template: [Segment], _ path: [Substring]) -> Bool {
-        guard template.count == path.count else { return false }
+    /// The first route accepted by `filter` whose template fits `path`, with its parameters.
+    private func firstMatch(_ path: [Substring], where filter: (Route) -> Bool) -> (Route, [String: String])? {
+        for route in routes where filter(route) {
+            if let parameters = match(route.segments, path) { return (route, parameters) }
+        }
+        return nil
+    }
+
+    /// The decoded parameters when `path` fits the template (empty for a literal route, which
+    /// allocates nothing), else nil.
+    private func match(_ template: [Segment], _ path: [Substring]) -> [String: String]? {
+        guard template.count == path.count else { return nil }
+        var parameters: [String: String] = [:]
         for (segment, part) in zip(template, path) {
             switch segment {
             case .literal(let literal):
-                guard literal == part else { return false }
-            case .parameter:
-                guard !part.isEmpty, percentDecode(part) != nil else { return false }
-            }
-        }
-        return true
-    }
-
-    /// The decoded parameters of a path that `matches` the template.
-    private func parameters(_ template: [Segment], _ path: [Substring]) -> [String: String]? {
-        var parameters: [String: String] = [:]
-        for (segment, part) in zip(template, path) {
-            if case .parameter(let name) = segment {
-                guard let value = percentDecode(part) else { return nil }
+                guard literal == part else { return nil }
+            case .parameter(let name):
+                guard !part.isEmpty, let value = percentDecode(part) else { return nil }
                 parameters[name] = value
             }
         }
