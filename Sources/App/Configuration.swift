@@ -17,6 +17,8 @@ struct AppConfiguration: Sendable {
     var maxBodyBytes: Int
     var maxHeaderBytes: Int
     var httpTimeout: Duration
+    var maxPendingInputBytes: Int
+    var maxPendingOutputBytes: Int
     var corsOrigins: [String]
     var logLevel: Logger.Level
     var shutdownGrace: Duration
@@ -45,6 +47,8 @@ struct AppConfiguration: Sendable {
         maxBodyBytes = try reader.int("HTTP_MAX_BODY_BYTES", default: 1_048_576, range: 1...1_073_741_824)
         maxHeaderBytes = try reader.int("HTTP_MAX_HEADER_BYTES", default: 16_384, range: 256...1_048_576)
         httpTimeout = .seconds(try reader.int("HTTP_TIMEOUT_S", default: 30, range: 1...3600))
+        maxPendingInputBytes = try reader.int("HTTP_MAX_PENDING_INPUT_BYTES", default: 65_536, range: 1024...1_073_741_824)
+        maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: 262_144, range: 1024...1_073_741_824)
         shutdownGrace = .seconds(try reader.int("SHUTDOWN_GRACE_S", default: 25, range: 0...3600))
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)

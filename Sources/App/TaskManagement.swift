@@ -84,7 +84,8 @@ struct Application: Sendable {
             configuration: ServerConfiguration(
                 host: configuration.host, port: configuration.port, eventLoops: configuration.eventLoops,
                 maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
-                timeout: configuration.httpTimeout
+                timeout: configuration.httpTimeout, maxPendingOutputBytes: configuration.maxPendingOutputBytes,
+                maxPendingInputBytes: configuration.maxPendingInputBytes
             ),
             responder: router, logger: logger, eventLoops: eventLoops
         )
