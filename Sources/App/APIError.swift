@@ -20,14 +20,13 @@ struct ErrorBoundaryMiddleware: HTTPMiddleware {
     let retryAfterSeconds: Int
     let logger: Logger
 
-    func handle(_ request: HTTPRequest, next: (HTTPRequest) async throws -> HTTPResponse) async throws -> HTTPResponse {
-        do {
-            return try await next(request)
-        } catch let error as APIError {
+    func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse? {
+        switch error {
+        case let error as APIError:
             return .error(error.status, error.message)
-        } catch let error as HTTPError {
-            throw error
-        } catch let error as PostgresError {
+        case is HTTPError:
+            return nil
+        case let error as PostgresError:
             if error.isTransient {
                 logger.warning("database unavailable", metadata: metadata(request, error))
                 var response = HTTPResponse.error(503, "Database unavailable, try again shortly")
@@ -40,9 +39,9 @@ struct ErrorBoundaryMiddleware: HTTPMiddleware {
             }
             logger.error("database error", metadata: metadata(request, error))
             return .error(500, "Internal server error")
-        } catch is CancellationError {
+        case is CancellationError:
             return .error(503, "Request cancelled")
-        } catch {
+        default:
             logger.error("unexpected error", metadata: metadata(request, error))
             return .error(500, "Internal server error")
         }

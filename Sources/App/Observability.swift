@@ -11,27 +11,16 @@ struct ObservabilityMiddleware: HTTPMiddleware {
     let logger: Logger
     let metrics: RequestMetrics
 
-    func handle(_ request: HTTPRequest, next: (HTTPRequest) async throws -> HTTPResponse) async throws -> HTTPResponse {
-        let start = ContinuousClock.now
-        var status = 500
-        defer {
-            let elapsed = ContinuousClock.now - start
-            let route = request.route ?? "unmatched"
-            metrics.record(route: route, method: request.method.rawValue, status: status, duration: elapsed)
-            logger.info("request", metadata: [
-                "method": "\(request.method)", "route": "\(route)", "status": "\(status)",
-                "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
-                "request_id": "\(request.requestID)",
-            ])
-        }
-        do {
-            let response = try await next(request)
-            status = response.status
-            return response
-        } catch let error as HTTPError {
-            status = error.response.status
-            throw error
-        }
+    func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {
+        let elapsed = ContinuousClock.now - request.receivedAt
+        let route = request.route ?? "unmatched"
+        let status = response.status
+        metrics.record(route: route, method: request.method.rawValue, status: status, duration: elapsed)
+        logger.info("request", metadata: [
+            "method": "\(request.method)", "route": "\(route)", "status": "\(status)",
+            "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
+            "request_id": "\(request.requestID)",
+        ])
     }
 }
 
@@ -68,10 +57,10 @@ struct OperationsRoutes: Sendable {
     /// The pool, whose gauges are brought up to date just before each scrape.
     let pool: ConnectionPool
 
+    private static let healthy = Array("{\"status\":\"ok\"}\n".utf8)
+
     func register(on router: inout Router) {
-        router.add(.get, "/healthz") { _ in
-            .json(200, Array("{\"status\":\"ok\"}\n".utf8))
-        }
+        router.addImmediate(.get, "/healthz") { _ in .json(200, Self.healthy) }
         router.add(.get, "/readyz") { _ in
             if await readiness.isReady() {
                 return .json(200, Array("{\"status\":\"ready\"}\n".utf8))

@@ -13,31 +13,30 @@ public struct CORSMiddleware: HTTPMiddleware {
         self.maxAge = maxAge
     }
 
-    public func handle(
-        _ request: HTTPRequest, next: (HTTPRequest) async throws -> HTTPResponse
-    ) async throws -> HTTPResponse {
-        guard let origin = request.headers["Origin"], allowedOrigins.contains(origin.lowercased()) else {
-            return try await next(request)
+    public func willHandle(_ request: HTTPRequest) -> HTTPResponse? {
+        guard request.method == .options, request.route != nil,
+              request.headers.contains("Access-Control-Request-Method"), let origin = allowedOrigin(of: request) else {
+            return nil
         }
-        if request.method == .options, request.route != nil,
-           request.headers.contains("Access-Control-Request-Method") {
-            var headers = HTTPHeaders()
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Vary"] = "Origin"
-            headers["Access-Control-Allow-Methods"] = allowedMethods
-            let requested = request.headers["Access-Control-Request-Headers"]?.trimmingASCIISpaces() ?? ""
-            headers["Access-Control-Allow-Headers"] = requested.isEmpty ? "Content-Type" : requested
-            headers["Access-Control-Max-Age"] = String(maxAge)
-            return HTTPResponse(status: 204, headers: headers)
-        }
-        var response: HTTPResponse
-        do {
-            response = try await next(request)
-        } catch let error as HTTPError {
-            response = error.response
-        }
+        var headers = HTTPHeaders()
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+        headers["Access-Control-Allow-Methods"] = allowedMethods
+        let requested = request.headers["Access-Control-Request-Headers"]?.trimmingASCIISpaces() ?? ""
+        headers["Access-Control-Allow-Headers"] = requested.isEmpty ? "Content-Type" : requested
+        headers["Access-Control-Max-Age"] = String(maxAge)
+        return HTTPResponse(status: 204, headers: headers)
+    }
+
+    public func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {
+        guard let origin = allowedOrigin(of: request) else { return }
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
-        return response
+    }
+
+    /// The request's `Origin` when it is one of the allowed.
+    private func allowedOrigin(of request: HTTPRequest) -> String? {
+        guard let origin = request.headers["Origin"], allowedOrigins.contains(origin.lowercased()) else { return nil }
+        return origin
     }
 }

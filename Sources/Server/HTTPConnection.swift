@@ -3,8 +3,9 @@ import EventLoopCore
 import Glibc
 import Logging
 
-/// One client connection on one event loop: reads requests, hands each to the responder as a
-/// Swift task, and writes the answers back in order. Requests on one connection are served one
+/// One client connection on one event loop: reads requests, hands each to the responder (at
+/// once when it can answer without suspending, else as a Swift task), and writes the answers
+/// back in order. Requests on one connection are served one
 /// at a time, so pipelined requests are answered in the order they came.
 ///
 /// Reading stays enabled for the connection's whole life (no `epoll_ctl` per request): while a
@@ -189,17 +190,20 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         let queryStart = target.utf8.firstIndex(of: UInt8(ascii: "?"))
         let path = queryStart.map { String(target[..<$0]) } ?? target
         let query = queryStart.map { QueryParameters(target[target.index(after: $0)...]) } ?? QueryParameters("")
-        let request = HTTPRequest(
+        var request = HTTPRequest(
             method: head.method, path: path, query: query, headers: head.headers, body: body,
             requestID: context.requestIDs.id(for: head.headers["X-Request-ID"])
         )
+        context.requestStarted()
+        if let response = context.responder.respondImmediately(to: &request) {
+            finish(response, to: head, requestID: request.requestID)
+            return
+        }
         let responder = context.responder
         let loop = owner.loop
-        context.requestStarted()
         // The handler starts at once on this thread and, after any suspension, resumes on this
-        // loop (its task executor): a handler that never suspends answers before `dispatch`
-        // returns, and none needs a hop to write its answer.
-        Task.immediate(executorPreference: loop) {
+        // loop (its task executor): none needs a hop to write its answer.
+        Task.immediate(executorPreference: loop) { [request] in
             let response = await responder.respond(to: request)
             if loop.isInLoopThread {
                 self.finish(response, to: head, requestID: request.requestID)

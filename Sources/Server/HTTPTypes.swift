@@ -76,6 +76,10 @@ public struct HTTPRequest: Sendable {
     public var route: String?
     /// Path parameters of the matched route, percent-decoded.
     public var parameters: [String: String] = [:]
+    /// When the request was read in full (the start of its handling time).
+    public var receivedAt: ContinuousClock.Instant
+    /// The route `Router.respondImmediately` left for `respond(to:)` to await.
+    var awaitedRoute: Int?
 
     public init(
         method: HTTPMethod, path: String, query: QueryParameters = QueryParameters(""),
@@ -87,6 +91,7 @@ public struct HTTPRequest: Sendable {
         self.headers = headers
         self.body = body
         self.requestID = requestID
+        receivedAt = .now
     }
 }
 
@@ -207,14 +212,33 @@ func reasonPhrase(_ status: Int) -> String {
 
 /// Anything that turns a request into a response: the one link from Server to the application.
 public protocol HTTPResponder: Sendable {
+    /// The answer when it can be given without suspending; else nil, and the server passes the
+    /// request as this left it to `respond(to:)` in a task. Called on the event loop: it must
+    /// not block.
+    func respondImmediately(to request: inout HTTPRequest) -> HTTPResponse?
     func respond(to request: HTTPRequest) async -> HTTPResponse
 }
 
-/// A step around the handlers: it may answer itself or call `next`.
+extension HTTPResponder {
+    public func respondImmediately(to request: inout HTTPRequest) -> HTTPResponse? { nil }
+}
+
+/// A step around the handlers, in synchronous parts (so a request that needs no `await` needs
+/// no task): a look before the handler, errors turned into answers, a look at the answer.
 public protocol HTTPMiddleware: Sendable {
-    func handle(
-        _ request: HTTPRequest, next: (HTTPRequest) async throws -> HTTPResponse
-    ) async throws -> HTTPResponse
+    /// Runs before the handler, outermost first; an answer returned here is the request's (the
+    /// handler and inner middleware are skipped).
+    func willHandle(_ request: HTTPRequest) -> HTTPResponse?
+    /// The answer for an error the handler threw, or nil to leave it to outer middleware.
+    func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse?
+    /// Runs once the answer is known, innermost first; may change it.
+    func didHandle(_ request: HTTPRequest, response: inout HTTPResponse)
+}
+
+extension HTTPMiddleware {
+    public func willHandle(_ request: HTTPRequest) -> HTTPResponse? { nil }
+    public func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse? { nil }
+    public func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {}
 }
 
 /// An error that already knows its HTTP answer; the router sends it as is.

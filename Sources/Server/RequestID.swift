@@ -2,19 +2,22 @@ import Synchronization
 
 /// Makes request ids (`<random prefix>-<counter>`) and vets incoming `X-Request-ID` values.
 final class RequestIDGenerator: Sendable {
+    /// `<random hex>-`, to which the counter is appended.
     private let prefix: String
     private let counter = Atomic<UInt64>(0)
 
     init() {
         var generator = SystemRandomNumberGenerator()
-        prefix = String(generator.next() as UInt32, radix: 16)
+        prefix = String(generator.next() as UInt32, radix: 16) + "-"
     }
 
     /// The incoming id when it is well formed (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
     func id(for incoming: String?) -> String {
         if let incoming, Self.isWellFormed(incoming) { return incoming }
         let next = counter.wrappingAdd(1, ordering: .relaxed).newValue
-        return "\(prefix)-\(next)"
+        var id = prefix
+        id.append(contentsOf: String(next))
+        return id
     }
 
     static func isWellFormed(_ id: String) -> Bool {

@@ -1,20 +1,32 @@
 import Logging
 
-/// Routes requests by method and path template (`/api/tasks/:id`) through a middleware chain to
+/// Routes requests by method and path template (`/api/tasks/:id`) through the middleware to
 /// their handlers. Unknown paths get 404, known paths with another method 405 with `Allow`,
 /// HEAD is served by the GET handler, and a plain OPTIONS gets 204 with `Allow`.
+///
+/// Routing, middleware and immediate handlers are synchronous: a request whose answer needs no
+/// `await` (`addImmediate` routes, 404, 405, a preflight) is answered by `respondImmediately`
+/// without a Swift task. Only `add` handlers run in one.
 public struct Router: HTTPResponder {
     public typealias Handler = @Sendable (HTTPRequest) async throws -> HTTPResponse
+    /// A handler that answers without suspending; it runs on the event loop and must not block.
+    public typealias ImmediateHandler = @Sendable (HTTPRequest) throws -> HTTPResponse
+
+    /// What answers a matched route.
+    private enum Action: Sendable {
+        case immediate(ImmediateHandler)
+        case deferred(Handler)
+    }
 
     private struct Route: Sendable {
         let method: HTTPMethod
         let template: String
         let segments: [Segment]
-        let handler: Handler
+        let action: Action
     }
 
     private enum Segment: Sendable {
-        case literal(Substring)
+        case literal(String)
         case parameter(String)
     }
 
@@ -26,12 +38,21 @@ public struct Router: HTTPResponder {
         self.logger = logger
     }
 
-    /// Adds a route; `:name` segments become `request.parameters[name]`.
+    /// Adds a route answered in a task; `:name` segments become `request.parameters[name]`.
     public mutating func add(_ method: HTTPMethod, _ template: String, handler: @escaping Handler) {
+        add(method, template, .deferred(handler))
+    }
+
+    /// Adds a route whose handler answers at once, on the event loop, with no task.
+    public mutating func addImmediate(_ method: HTTPMethod, _ template: String, handler: @escaping ImmediateHandler) {
+        add(method, template, .immediate(handler))
+    }
+
+    private mutating func add(_ method: HTTPMethod, _ template: String, _ action: Action) {
         let segments = template.split(separator: "/", omittingEmptySubsequences: false).map { part -> Segment in
-            part.hasPrefix(":") ? .parameter(String(part.dropFirst())) : .literal(part)
+            part.hasPrefix(":") ? .parameter(String(part.dropFirst())) : .literal(String(part))
         }
-        routes.append(Route(method: method, template: template, segments: segments, handler: handler))
+        routes.append(Route(method: method, template: template, segments: segments, action: action))
     }
 
     /// Adds middleware; the first added runs outermost. Middleware sees the matched route.
@@ -39,45 +60,89 @@ public struct Router: HTTPResponder {
         self.middleware.append(middleware)
     }
 
-    public func respond(to request: HTTPRequest) async -> HTTPResponse {
-        var request = request
-        let pathSegments = request.path.split(separator: "/", omittingEmptySubsequences: false)
+    /// Routes `request` and runs the middleware's `willHandle`; answers unless the route's handler
+    /// must be awaited, in which case `request` is left marked for `respond(to:)`.
+    public func respondImmediately(to request: inout HTTPRequest) -> HTTPResponse? {
         let lookupMethod = request.method == .head ? HTTPMethod.get : request.method
-        let final: Handler
-        if let (route, parameters) = firstMatch(pathSegments, where: { $0.method == lookupMethod }) {
-            request.route = route.template
+        var routeIndex: Int?
+        var answer: Result<HTTPResponse, any Error>?
+        if let (index, parameters) = firstMatch(request.path, where: { $0.method == lookupMethod }) {
+            request.route = routes[index].template
             request.parameters = parameters
-            final = route.handler
-        } else if let (route, parameters) = firstMatch(pathSegments, where: { _ in true }) {
+            routeIndex = index
+        } else if let (index, parameters) = firstMatch(request.path, where: { _ in true }) {
             // The path exists with other methods: 405 (or 204 to a plain OPTIONS) with `Allow`.
-            request.route = route.template
+            request.route = routes[index].template
             request.parameters = parameters
-            let allow = Self.allowHeader(routes.filter { match($0.segments, pathSegments) != nil }.map(\.method))
-            final = { request in
-                if request.method == .options {
-                    return HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allow)]))
-                }
-                throw HTTPError(405, "Method not allowed", headers: [("Allow", allow)])
+            let allow = Self.allowHeader(routes.filter { match($0.segments, request.path) != nil }.map(\.method))
+            answer = request.method == .options
+                ? .success(HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allow)])))
+                : .failure(HTTPError(405, "Method not allowed", headers: [("Allow", allow)]))
+        }
+        if let early = runWillHandle(request) { return early }
+        if let routeIndex {
+            switch routes[routeIndex].action {
+            case .immediate(let handler):
+                answer = Result { try handler(request) }
+            case .deferred:
+                request.awaitedRoute = routeIndex
+                return nil
             }
-        } else {
-            final = { _ in throw HTTPError(404, "Not found") }
         }
-        do {
-            return try await run(request, through: 0, to: final)
-        } catch let error as HTTPError {
-            return error.response
-        } catch {
-            logger.error("unhandled error", metadata: [
-                "request_id": "\(request.requestID)", "route": "\(request.route ?? "-")", "error": "\(error)",
-            ])
-            return .error(500, "Internal server error")
-        }
+        return completed(request, answer ?? .failure(HTTPError(404, "Not found")))
     }
 
-    /// Runs middleware `index` and, through its `next`, the ones after it, then `final`.
-    private func run(_ request: HTTPRequest, through index: Int, to final: Handler) async throws -> HTTPResponse {
-        guard index < middleware.count else { return try await final(request) }
-        return try await middleware[index].handle(request) { try await run($0, through: index + 1, to: final) }
+    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        var request = request
+        if request.awaitedRoute == nil, let response = respondImmediately(to: &request) { return response }
+        guard let index = request.awaitedRoute, case .deferred(let handler) = routes[index].action else {
+            return completed(request, .failure(RoutingError.notPrepared))
+        }
+        let answer: Result<HTTPResponse, any Error>
+        do {
+            answer = .success(try await handler(request))
+        } catch {
+            answer = .failure(error)
+        }
+        return completed(request, answer)
+    }
+
+    /// The first `willHandle` answer, having run `didHandle` of the middleware up to the one that
+    /// gave it (so an early answer is logged and decorated like any other).
+    private func runWillHandle(_ request: HTTPRequest) -> HTTPResponse? {
+        for index in middleware.indices {
+            if var early = middleware[index].willHandle(request) {
+                for outer in middleware[...index].reversed() { outer.didHandle(request, response: &early) }
+                return early
+            }
+        }
+        return nil
+    }
+
+    /// The handler's answer after the middleware: an error becomes the first response the
+    /// middleware (innermost first) gives for it, else an `HTTPError`'s own response, else 500;
+    /// then every `didHandle`, innermost first.
+    private func completed(_ request: HTTPRequest, _ answer: Result<HTTPResponse, any Error>) -> HTTPResponse {
+        var response: HTTPResponse
+        switch answer {
+        case .success(let handled):
+            response = handled
+        case .failure(let error):
+            response = errorResponse(error, to: request)
+        }
+        for layer in middleware.reversed() { layer.didHandle(request, response: &response) }
+        return response
+    }
+
+    private func errorResponse(_ error: any Error, to request: HTTPRequest) -> HTTPResponse {
+        for layer in middleware.reversed() {
+            if let response = layer.response(for: error, to: request) { return response }
+        }
+        if let error = error as? HTTPError { return error.response }
+        logger.error("unhandled error", metadata: [
+            "request_id": "\(request.requestID)", "route": "\(request.route ?? "-")", "error": "\(error)",
+        ])
+        return .error(500, "Internal server error")
     }
 
     /// The methods a path allows, as `Allow` lists them: sorted, with HEAD and OPTIONS.
@@ -88,28 +153,41 @@ public struct Router: HTTPResponder {
         return names.sorted().joined(separator: ", ")
     }
 
-    /// The first route accepted by `filter` whose template fits `path`, with its parameters.
-    private func firstMatch(_ path: [Substring], where filter: (Route) -> Bool) -> (Route, [String: String])? {
-        for route in routes where filter(route) {
-            if let parameters = match(route.segments, path) { return (route, parameters) }
+    /// The index of the first route accepted by `filter` whose template fits `path`, with its
+    /// parameters.
+    private func firstMatch(_ path: String, where filter: (Route) -> Bool) -> (Int, [String: String])? {
+        for index in routes.indices where filter(routes[index]) {
+            if let parameters = match(routes[index].segments, path) { return (index, parameters) }
         }
         return nil
     }
 
     /// The decoded parameters when `path` fits the template (empty for a literal route, which
-    /// allocates nothing), else nil.
-    private func match(_ template: [Segment], _ path: [Substring]) -> [String: String]? {
-        guard template.count == path.count else { return nil }
+    /// allocates nothing), else nil. Walks the path's `/`-separated parts in place.
+    private func match(_ template: [Segment], _ path: String) -> [String: String]? {
         var parameters: [String: String] = [:]
-        for (segment, part) in zip(template, path) {
-            switch segment {
+        let utf8 = path.utf8
+        var start = utf8.startIndex
+        var position = 0
+        while true {
+            let end = utf8[start...].firstIndex(of: UInt8(ascii: "/")) ?? utf8.endIndex
+            guard position < template.count else { return nil }
+            switch template[position] {
             case .literal(let literal):
-                guard literal == part else { return nil }
+                guard literal.utf8.elementsEqual(utf8[start..<end]) else { return nil }
             case .parameter(let name):
-                guard !part.isEmpty, let value = percentDecode(part) else { return nil }
+                guard start != end, let value = percentDecode(path[start..<end]) else { return nil }
                 parameters[name] = value
             }
+            position += 1
+            guard end != utf8.endIndex else { break }
+            start = utf8.index(after: end)
         }
-        return parameters
+        return position == template.count ? parameters : nil
     }
+}
+
+/// A request reached `Router.respond(to:)` marked for a route that is not awaited (a bug).
+enum RoutingError: Error {
+    case notPrepared
 }

@@ -11,7 +11,7 @@ private struct TestResponder: HTTPResponder {
 
     init() {
         var router = Router(logger: Logger(label: "test"))
-        router.add(.get, "/healthz") { _ in .json(200, Array("{\"status\":\"ok\"}\n".utf8)) }
+        router.addImmediate(.get, "/healthz") { _ in .json(200, Array("{\"status\":\"ok\"}\n".utf8)) }
         router.add(.post, "/echo") { request in HTTPResponse(status: 200, body: request.body) }
         router.add(.get, "/id/:id") { request in
             let delay = Int(request.query["delay_ms"] ?? "0") ?? 0
@@ -22,6 +22,7 @@ private struct TestResponder: HTTPResponder {
         self.router = router
     }
 
+    func respondImmediately(to request: inout HTTPRequest) -> HTTPResponse? { router.respondImmediately(to: &request) }
     func respond(to request: HTTPRequest) async -> HTTPResponse { await router.respond(to: request) }
 }
 

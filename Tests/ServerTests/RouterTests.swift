@@ -92,6 +92,102 @@ struct RouterTests {
         #expect(refused.headers["Access-Control-Allow-Methods"] == nil)
     }
 
+    /// Records the order its hooks run in, under its name.
+    private final class Trace: @unchecked Sendable {  // tests call the router from one task at a time
+        var events: [String] = []
+    }
+
+    private struct Recording: HTTPMiddleware {
+        let name: String
+        let trace: Trace
+        var answersEarly = false
+        var mapsErrors = false
+
+        func willHandle(_ request: HTTPRequest) -> HTTPResponse? {
+            trace.events.append("\(name).will")
+            return answersEarly ? HTTPResponse(status: 299) : nil
+        }
+
+        func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse? {
+            trace.events.append("\(name).error")
+            return mapsErrors ? HTTPResponse(status: 599) : nil
+        }
+
+        func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {
+            trace.events.append("\(name).did(\(response.status))")
+        }
+    }
+
+    @Test func immediateRoutesAnswerWithoutATaskAndAwaitedOnesOnce() async {
+        let trace = Trace()
+        var router = Router(logger: Logger(label: "test"))
+        router.use(Recording(name: "outer", trace: trace))
+        router.addImmediate(.get, "/now") { _ in HTTPResponse(status: 200) }
+        router.add(.get, "/later/:id") { request in
+            await Task.yield()
+            return HTTPResponse(status: 201, body: Array(request.parameters["id"]!.utf8))
+        }
+
+        var now = HTTPRequest(method: .get, path: "/now")
+        #expect(router.respondImmediately(to: &now)?.status == 200)
+        var missing = HTTPRequest(method: .get, path: "/later")
+        #expect(router.respondImmediately(to: &missing)?.status == 404)
+        #expect(trace.events == ["outer.will", "outer.did(200)", "outer.will", "outer.error", "outer.did(404)"])
+
+        trace.events = []
+        var later = HTTPRequest(method: .get, path: "/later/7")
+        #expect(router.respondImmediately(to: &later) == nil)
+        #expect(later.route == "/later/:id")
+        let response = await router.respond(to: later)
+        #expect(response.status == 201)
+        #expect(response.body == Array("7".utf8))
+        // `willHandle` ran once, before the task; the answer went through `didHandle` once.
+        #expect(trace.events == ["outer.will", "outer.did(201)"])
+    }
+
+    @Test func middlewareRunsOutsideInAndBack() async {
+        let trace = Trace()
+        var router = Router(logger: Logger(label: "test"))
+        router.use(Recording(name: "a", trace: trace))
+        router.use(Recording(name: "b", trace: trace, mapsErrors: true))
+        router.use(Recording(name: "c", trace: trace))
+        router.add(.get, "/fail") { _ in throw TestFailure() }
+        router.add(.get, "/teapot") { _ in throw HTTPError(418, "short and stout") }
+
+        #expect(await router.respond(to: HTTPRequest(method: .get, path: "/fail")).status == 599)
+        #expect(trace.events == ["a.will", "b.will", "c.will", "c.error", "b.error", "c.did(599)", "b.did(599)", "a.did(599)"])
+
+        // An early answer skips the handler and the inner layers, not the outer ones' `didHandle`.
+        trace.events = []
+        var early = Router(logger: Logger(label: "test"))
+        early.use(Recording(name: "a", trace: trace))
+        early.use(Recording(name: "b", trace: trace, answersEarly: true))
+        early.use(Recording(name: "c", trace: trace))
+        early.add(.get, "/teapot") { _ in throw HTTPError(418, "short and stout") }
+        #expect(await early.respond(to: HTTPRequest(method: .get, path: "/teapot")).status == 299)
+        #expect(trace.events == ["a.will", "b.will", "b.did(299)", "a.did(299)"])
+    }
+
+    @Test func pathsMatchSegmentBySegment() async {
+        var router = Router(logger: Logger(label: "test"))
+        router.addImmediate(.get, "/") { _ in HTTPResponse(status: 200, body: Array("root".utf8)) }
+        router.addImmediate(.get, "/a/:x/b/:y") { request in
+            HTTPResponse(status: 200, body: Array("\(request.parameters["x"]!),\(request.parameters["y"]!)".utf8))
+        }
+        for (path, expected) in [
+            ("/", "root"), ("/a/1/b/2", "1,2"), ("/a/%2F/b/%C3%A9", "/,é"),
+            ("", nil), ("//", nil), ("/a/1/b/", nil), ("/a//b/2", nil), ("/a/1/c/2", nil), ("/a/1/b/2/", nil),
+            ("/a/%zz/b/2", nil), ("/A/1/b/2", nil),
+        ] as [(String, String?)] {
+            let response = await router.respond(to: HTTPRequest(method: .get, path: path))
+            if let expected {
+                #expect(response.status == 200 && response.body == Array(expected.utf8), "\(path)")
+            } else {
+                #expect(response.status == 404, "\(path)")
+            }
+        }
+    }
+
     @Test func jsonWriterEscapesLikePython() {
         var json = JSONWriter()
         json.beginObject()
