@@ -5,18 +5,19 @@ import Logging
 
 /// One client connection on one event loop: reads requests, hands each to the responder (at
 /// once when it can answer without suspending, else as a Swift task), and writes the answers
-/// back in order. Requests on one connection are served one
-/// at a time, so pipelined requests are answered in the order they came.
+/// back in order. Requests on one connection are served one at a time, so pipelined requests
+/// are answered in the order they came.
 ///
-/// Reading stays enabled for the connection's whole life (no `epoll_ctl` per request): while a
-/// request is answered, later bytes wait in libevent's input buffer, whose high-water mark
-/// (`maxPendingInputBytes`) stops reading. Answers are written to the socket at once; only what
-/// the kernel does not take waits for libevent's write event.
+/// The socket is driven by two plain libevent events. Reading stays registered for the
+/// connection's whole life (no `epoll_ctl` per request) and is one `recv` per readiness; while a
+/// request is answered, later bytes wait in `input` up to `maxPendingInputBytes`, beyond which
+/// reading pauses. Answers are written to the socket at once; only what the kernel does not take
+/// waits in `pendingOutput` for the write event.
 final class HTTPConnection: @unchecked Sendable {  // every mutable property is touched only on `owner.loop`'s thread
     private enum State {
         /// Waiting for (more of) a request.
         case reading
-        /// A handler is running; reading is paused.
+        /// A handler is running.
         case handling
         /// The last answer is queued; close once it is written.
         case closingAfterWrite
@@ -27,48 +28,53 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     private unowned let owner: ServerLoop
     private var context: ServerContext { owner.context }
-    private var bufferEvent: OpaquePointer?
+    private let socket: Int32
+    private var readEvent: OpaquePointer?
+    private var writeEvent: OpaquePointer?
+    /// Answer bytes the kernel has not taken yet (an evbuffer), written when the socket is writable.
+    private var pendingOutput: OpaquePointer?
     private var input: [UInt8] = []
     private var parser: RequestParser
     private var state: State = .reading
-    /// The client shut its sending side while a handler ran; answer, then close.
+    /// The client shut its sending side; nothing more will arrive.
     private var peerClosedInput = false
     /// The answer is queued but the output buffer is over its high-water mark.
     private var waitingForOutput = false
+    /// The read event is unregistered (input bound reached while busy, or end of input seen).
+    private var readPaused = false
+    /// The write event is registered.
+    private var writeArmed = false
     /// When the first byte of the request being read arrived (for the whole-request timeout).
     private var requestStartedAt: ContinuousClock.Instant?
     /// `process()` is on the stack (an answer given during `dispatch` must not re-enter it).
     private var processing = false
 
-    init?(owner: ServerLoop, socket: Int32) {
+    init(owner: ServerLoop, socket: Int32) {
         self.owner = owner
+        self.socket = socket
         let configuration = owner.context.configuration
         parser = RequestParser(maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes)
-        guard let bev = bufferevent_socket_new(owner.loop.base, socket, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) else {
-            Glibc.close(socket)
-            return nil
-        }
-        bufferEvent = bev
     }
 
-    /// Registers the callbacks and starts reading.
+    /// Registers the events and starts reading (closes at once if libevent cannot).
     func start() {
-        guard let bev = bufferEvent else { return }
         let me = Unmanaged.passUnretained(self).toOpaque()
-        bufferevent_setcb(bev, { _, context in
+        let base = owner.loop.base
+        readEvent = event_new(base, socket, Int16(EV_READ | EV_PERSIST), { _, what, context in
             let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.onReadable() }
-        }, { _, context in
-            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.onOutputDrained() }
-        }, { _, events, context in
-            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.onEvent(events) }
+            withExtendedLifetime(connection) { connection.onReadEvent(what) }
         }, me)
-        var timeout = timeval(context.configuration.timeout)
-        bufferevent_set_timeouts(bev, &timeout, &timeout)
-        bufferevent_setwatermark(bev, Int16(EV_READ), 0, context.configuration.maxPendingInputBytes)
-        bufferevent_enable(bev, Int16(EV_READ))
+        writeEvent = event_new(base, socket, Int16(EV_WRITE | EV_PERSIST), { _, what, context in
+            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.onWriteEvent(what) }
+        }, me)
+        pendingOutput = evbuffer_new()
+        guard let readEvent, writeEvent != nil, pendingOutput != nil else {
+            close()
+            return
+        }
+        var timeout = owner.ioTimeout
+        event_add(readEvent, &timeout)
     }
 
     /// True when no request is being read, handled or answered (safe to close when draining).
@@ -78,76 +84,128 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     // MARK: Events
 
-    private func onReadable() {
-        guard let bev = bufferEvent, let source = bufferevent_get_input(bev) else { return }
-        if state == .lingering {
-            evbuffer_drain(source, evbuffer_get_length(source))
+    private func onReadEvent(_ what: Int16) {
+        if what & Int16(EV_TIMEOUT) != 0 {
+            onReadTimeout()
             return
         }
-        // Busy answering (or the client is not reading its answers): the bytes stay in
-        // libevent's buffer, bounded by its high-water mark.
-        guard state == .reading, !waitingForOutput else { return }
-        takeInput()
-        process()
+        switch state {
+        case .lingering:
+            discardInput()
+        case .closed:
+            break
+        case .reading, .handling, .closingAfterWrite:
+            readInput()
+        }
     }
 
-    /// Moves what libevent has read into `input` (which lets libevent read again).
-    private func takeInput() {
-        guard let bev = bufferEvent, let source = bufferevent_get_input(bev) else { return }
-        let length = evbuffer_get_length(source)
-        guard length > 0, let bytes = evbuffer_pullup(source, -1) else { return }
-        if input.isEmpty && requestStartedAt == nil { requestStartedAt = .now }
-        input.append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
-        evbuffer_drain(source, length)
+    /// One `recv` into `input`. While a request is being answered only up to
+    /// `maxPendingInputBytes` are taken; then reading pauses until the connection catches up.
+    private func readInput() {
+        let busy = state != .reading || waitingForOutput
+        if busy && input.count >= context.configuration.maxPendingInputBytes {
+            pauseReading()
+            return
+        }
+        let buffer = owner.readBuffer
+        let count = recv(socket, buffer.baseAddress, buffer.count, 0)
+        if count > 0 {
+            if input.isEmpty && requestStartedAt == nil { requestStartedAt = .now }
+            input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            if !busy { process() }
+        } else if count == 0 {
+            onEndOfInput()
+        } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+            close()
+        }
+    }
+
+    /// The client shut its sending side: the requests it sent in full are still answered (a
+    /// handler running, or pipelined ones waiting for output to drain), then the connection
+    /// closes; a request it left unfinished never will be.
+    private func onEndOfInput() {
+        peerClosedInput = true
+        pauseReading()
+        switch state {
+        case .handling, .closingAfterWrite, .closed:
+            break
+        case .reading where waitingForOutput:
+            break
+        case .reading:
+            // `process()` has taken every whole request; what is left cannot be finished.
+            closeAfterWrite()
+        case .lingering:
+            close()
+        }
+    }
+
+    private func onReadTimeout() {
+        switch state {
+        case .handling, .closingAfterWrite:
+            // Nothing to read while an answer is pending is no stall (the write side has its own timeout).
+            break
+        case .reading where waitingForOutput:
+            break
+        case .reading where parser.isMidRequest(input):
+            fail(RequestParseError(status: 408, message: "Request timed out"))
+        default:
+            close()
+        }
+    }
+
+    /// Lingering: reads and drops what the client still sends, closing at its end or an error.
+    private func discardInput() {
+        let buffer = owner.readBuffer
+        let count = recv(socket, buffer.baseAddress, buffer.count, 0)
+        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            close()
+        }
+    }
+
+    private func onWriteEvent(_ what: Int16) {
+        guard what & Int16(EV_TIMEOUT) == 0, let pendingOutput else {
+            close()
+            return
+        }
+        if evbuffer_write(pendingOutput, socket) < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+            close()
+            return
+        }
+        guard evbuffer_get_length(pendingOutput) == 0 else { return }
+        if let writeEvent { event_del(writeEvent) }
+        writeArmed = false
+        onOutputDrained()
     }
 
     private func onOutputDrained() {
-        if let bev = bufferEvent { bufferevent_disable(bev, Int16(EV_WRITE)) }
         switch state {
         case .closingAfterWrite:
             linger()
         case .reading where waitingForOutput:
             waitingForOutput = false
-            takeInput()
+            resumeReading()
             process()
         default:
             break
         }
     }
 
-    private func onEvent(_ events: Int16) {
-        if events & Int16(BEV_EVENT_EOF) != 0 {
-            switch state {
-            case .handling:
-                // A half-closed client still gets its answer.
-                peerClosedInput = true
-                return
-            case .reading where hasPendingOutput && !parser.isMidRequest(input):
-                state = .closingAfterWrite
-                return
-            default:
-                break
-            }
-        }
-        if events & Int16(BEV_EVENT_TIMEOUT) != 0 {
-            if events & Int16(BEV_EVENT_READING) != 0, state == .handling || (state == .reading && waitingForOutput),
-               let bev = bufferEvent {
-                // Nothing to read while the answer is pending is no stall; libevent paused
-                // reading on the timeout, so resume it.
-                bufferevent_enable(bev, Int16(EV_READ))
-                return
-            }
-            if state == .reading, parser.isMidRequest(input) {
-                fail(RequestParseError(status: 408, message: "Request timed out"))
-                return
-            }
-        }
-        close()
+    private var hasPendingOutput: Bool {
+        guard let pendingOutput else { return false }
+        return evbuffer_get_length(pendingOutput) > 0
     }
 
-    private var hasPendingOutput: Bool {
-        guard let bev = bufferEvent else { return false }
-        return evbuffer_get_length(bufferevent_get_output(bev)) > 0
+    private func pauseReading() {
+        guard !readPaused, let readEvent else { return }
+        event_del(readEvent)
+        readPaused = true
+    }
+
+    private func resumeReading() {
+        guard readPaused, !peerClosedInput, let readEvent else { return }
+        var timeout = owner.ioTimeout
+        event_add(readEvent, &timeout)
+        readPaused = false
     }
 
     // MARK: Requests
@@ -168,9 +226,13 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             }
             switch parser.parse(&input) {
             case .incomplete(let sendContinue):
-                if sendContinue, let bev = bufferEvent {
+                if peerClosedInput {
+                    closeAfterWrite()
+                    return
+                }
+                if sendContinue {
                     let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
-                    send(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount), on: bev)
+                    send(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount))
                 }
                 if input.isEmpty { requestStartedAt = nil }
                 return
@@ -219,8 +281,9 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     }
 
     private func answer(_ response: HTTPResponse, to head: RequestHead, requestID: String) {
-        guard state == .handling, let bev = bufferEvent else { return }
-        let keepAlive = head.keepAlive && !peerClosedInput && !context.isDraining
+        guard state == .handling else { return }
+        // A client that shut its side after pipelining more requests still gets their answers.
+        let keepAlive = head.keepAlive && !(peerClosedInput && input.isEmpty) && !context.isDraining
         write(response, keepAlive: keepAlive, http10: head.minorVersion == 0,
               omitBody: head.method == .head, requestID: requestID)
         if !keepAlive {
@@ -228,17 +291,17 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             return
         }
         state = .reading
-        if evbuffer_get_length(bufferevent_get_output(bev)) > context.configuration.maxPendingOutputBytes {
+        if let pendingOutput, evbuffer_get_length(pendingOutput) > context.configuration.maxPendingOutputBytes {
             waitingForOutput = true
             return
         }
-        takeInput()
+        resumeReading()
         process()
     }
 
     /// Answers a request that could not be read, then closes (after lingering).
     private func fail(_ error: RequestParseError) {
-        guard bufferEvent != nil else { return }
+        guard state != .closed else { return }
         write(.error(error.status, error.message), keepAlive: false, http10: false, omitBody: false, requestID: nil)
         input.removeAll()
         closeAfterWrite()
@@ -253,7 +316,6 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     // MARK: Writing
 
     private func write(_ response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?) {
-        guard let bev = bufferEvent else { return }
         var out: [UInt8] = []
         out.reserveCapacity(160 + response.body.count)
         out.append(contentsOf: "HTTP/1.1 ".utf8)
@@ -279,21 +341,24 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
         out.append(contentsOf: [0x0D, 0x0A])
         if !omitBody && response.status != 204 { out.append(contentsOf: response.body) }
-        out.withUnsafeBytes { send($0, on: bev) }
+        out.withUnsafeBytes { send($0) }
     }
 
     /// Writes `bytes` to the socket now when nothing is queued before them; what the kernel does
-    /// not take (or cannot, on an error) goes to libevent's output buffer and write event, which
-    /// calls `onOutputDrained` once all is sent (or reports the error).
-    private func send(_ bytes: UnsafeRawBufferPointer, on bev: OpaquePointer) {
-        guard let output = bufferevent_get_output(bev) else { return }
+    /// not take (or cannot, on an error) waits in `pendingOutput` for the write event, which
+    /// calls `onOutputDrained` once all is sent (or closes on the error).
+    private func send(_ bytes: UnsafeRawBufferPointer) {
+        guard let pendingOutput, let writeEvent else { return }
         var sent = 0
-        if evbuffer_get_length(output) == 0 {
-            sent = max(0, Glibc.send(bufferevent_getfd(bev), bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)))
+        if evbuffer_get_length(pendingOutput) == 0 {
+            sent = max(0, Glibc.send(socket, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)))
         }
-        if sent < bytes.count {
-            evbuffer_add(output, bytes.baseAddress! + sent, bytes.count - sent)
-            bufferevent_enable(bev, Int16(EV_WRITE))
+        guard sent < bytes.count else { return }
+        evbuffer_add(pendingOutput, bytes.baseAddress! + sent, bytes.count - sent)
+        if !writeArmed {
+            var timeout = owner.ioTimeout
+            event_add(writeEvent, &timeout)
+            writeArmed = true
         }
     }
 
@@ -301,20 +366,26 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     /// Shuts the write side and discards input until the client closes or the linger time ends.
     private func linger() {
-        guard let bev = bufferEvent else { return }
+        guard let readEvent else { return }
         state = .lingering
-        shutdown(bufferevent_getfd(bev), Int32(SHUT_WR))
+        shutdown(socket, Int32(SHUT_WR))
+        event_del(readEvent)
         var linger = timeval(context.configuration.lingerTimeout)
-        bufferevent_set_timeouts(bev, &linger, nil)
-        bufferevent_enable(bev, Int16(EV_READ))
+        event_add(readEvent, &linger)
+        readPaused = false
     }
 
     /// Frees the socket now; a handler still running later finds the connection closed.
     func close() {
-        guard let bev = bufferEvent else { return }
-        bufferEvent = nil
+        guard state != .closed else { return }
         state = .closed
-        bufferevent_free(bev)
+        if let readEvent { event_free(readEvent) }
+        if let writeEvent { event_free(writeEvent) }
+        if let pendingOutput { evbuffer_free(pendingOutput) }
+        readEvent = nil
+        writeEvent = nil
+        pendingOutput = nil
+        Glibc.close(socket)
         input = []
         owner.connectionClosed(self)
     }

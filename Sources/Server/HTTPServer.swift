@@ -127,7 +127,7 @@ final class ServerContext: Sendable {
 // MARK: - One loop
 
 /// One event loop's listener and the connections it accepted.
-final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` are touched only on `loop`'s thread; `peers` is set before the loops start and only read after
+final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and the bytes of `readBuffer` are touched only on `loop`'s thread; `peers` is set before the loops start and only read after
     let loop: EventLoop
     let context: ServerContext
     /// Every loop of the server, this one included: accepted connections are spread over them
@@ -135,10 +135,22 @@ final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` a
     var peers: [ServerLoop] = []
     private var listener: OpaquePointer?
     private var connections: [ObjectIdentifier: HTTPConnection] = [:]
+    /// The connections' read and write timeout, as a libevent common timeout (equal timeouts kept
+    /// in a queue rather than the timer heap).
+    let ioTimeout: timeval
+    /// Where this loop's connections `recv` into before keeping the bytes.
+    let readBuffer: UnsafeMutableRawBufferPointer
 
     init(loop: EventLoop, context: ServerContext) {
         self.loop = loop
         self.context = context
+        var timeout = timeval(context.configuration.timeout)
+        ioTimeout = event_base_init_common_timeout(loop.base, &timeout)?.pointee ?? timeout
+        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+    }
+
+    deinit {
+        readBuffer.deallocate()
     }
 
     func listen(on socket: Int32) {
@@ -170,7 +182,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener` and `connections` a
         evutil_make_socket_nonblocking(socket)
         var one: Int32 = 1
         setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard let connection = HTTPConnection(owner: self, socket: socket) else { return }
+        let connection = HTTPConnection(owner: self, socket: socket)
         connections[ObjectIdentifier(connection)] = connection
         connection.start()
     }

@@ -87,6 +87,38 @@ struct LiveServerTests {
         }
     }
 
+    @Test func aClientThatShutsItsSideAfterPipeliningGetsEveryAnswer() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                // Immediate and awaited routes, the end of input arriving while a handler runs.
+                let connection = try RawConnection(port: port)
+                try connection.send("GET /healthz HTTP/1.1\r\n\r\nGET /id/1?delay_ms=50 HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\nGET /id/2 HTTP/1.1\r\n\r\n")
+                connection.shutdownWrite()
+                #expect(try connection.readResponse().status == 200)
+                #expect(try connection.readResponse().text == "id=1")
+                #expect(try connection.readResponse().status == 200)
+                #expect(try connection.readResponse().text == "id=2")
+                #expect(connection.isClosedByPeer())
+
+                // One request and the end of input: the answer says it closes, and it does.
+                let single = try RawConnection(port: port)
+                try single.send("GET /id/3?delay_ms=20 HTTP/1.1\r\n\r\n")
+                single.shutdownWrite()
+                let answer = try single.readResponse()
+                #expect(answer.text == "id=3")
+                #expect(answer.header("Connection") == "close")
+                #expect(single.isClosedByPeer())
+
+                // An unfinished request after a whole one: the whole one is answered, then close.
+                let partial = try RawConnection(port: port)
+                try partial.send("GET /id/4 HTTP/1.1\r\n\r\nGET /id/5 HTTP/1.1\r\nHost: x")
+                partial.shutdownWrite()
+                #expect(try partial.readResponse().text == "id=4")
+                #expect(partial.isClosedByPeer())
+            }
+        }
+    }
+
     @Test func aClientPipeliningWithoutReadingIsThrottledAndStillAnsweredInOrder() async throws {
         // Small buffers, so that both the input bound (reading stops) and the output bound
         // (no further requests are parsed) are reached long before the client reads anything.
