@@ -30,6 +30,14 @@ final class RequestMetrics: Sendable {
         let route: String
         let method: String
         let status: Int
+
+        /// Hashes lengths and the status only: the few label sets differ there often enough, and
+        /// hashing whole strings on every request costs more than the rare equal-hash compare.
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(route.utf8.count)
+            hasher.combine(method.utf8.count)
+            hasher.combine(status)
+        }
     }
 
     /// Per route, method and status: the request counter and the duration timer (the timer is

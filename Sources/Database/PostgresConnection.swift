@@ -504,9 +504,14 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
     for column in 0..<Int32(columnCount) {
         columns.append(String(cString: PQfname(result, column)))
     }
-    // One byte buffer and one (start, length) pair per cell: two allocations per result instead
-    // of one string per cell.
+    // One byte buffer (sized first) and one (start, length) pair per cell: two allocations per
+    // result instead of one string per cell.
+    var byteCount = 0
+    for row in 0..<Int32(rowCount) {
+        for column in 0..<Int32(columnCount) { byteCount += Int(PQgetlength(result, row, column)) }
+    }
     var bytes: [UInt8] = []
+    bytes.reserveCapacity(byteCount)
     var cells: [CellRange] = []
     cells.reserveCapacity(rowCount * columnCount)
     for row in 0..<Int32(rowCount) {

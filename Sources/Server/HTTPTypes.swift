@@ -75,7 +75,7 @@ public struct HTTPRequest: Sendable {
     /// The matched route template (`/api/tasks/:id`), once routing has happened.
     public var route: String?
     /// Path parameters of the matched route, percent-decoded.
-    public var parameters: [String: String] = [:]
+    public var parameters = PathParameters()
     /// When the request was read in full (the start of its handling time).
     public var receivedAt: ContinuousClock.Instant
     /// The route `Router.respondImmediately` left for `respond(to:)` to await.
@@ -92,6 +92,21 @@ public struct HTTPRequest: Sendable {
         self.body = body
         self.requestID = requestID
         receivedAt = .now
+    }
+}
+
+/// A matched route's path parameters by name (a route has few: a list, no hashing).
+public struct PathParameters: Sendable {
+    private var pairs: [(name: String, value: String)] = []
+
+    public init() {}
+
+    public subscript(name: String) -> String? {
+        get { pairs.first(where: { $0.name == name })?.value }
+        set {
+            pairs.removeAll(where: { $0.name == name })
+            if let newValue { pairs.append((name, newValue)) }
+        }
     }
 }
 

@@ -155,7 +155,7 @@ public struct Router: HTTPResponder {
 
     /// The index of the first route accepted by `filter` whose template fits `path`, with its
     /// parameters.
-    private func firstMatch(_ path: String, where filter: (Route) -> Bool) -> (Int, [String: String])? {
+    private func firstMatch(_ path: String, where filter: (Route) -> Bool) -> (Int, PathParameters)? {
         for index in routes.indices where filter(routes[index]) {
             if let parameters = match(routes[index].segments, path) { return (index, parameters) }
         }
@@ -164,8 +164,8 @@ public struct Router: HTTPResponder {
 
     /// The decoded parameters when `path` fits the template (empty for a literal route, which
     /// allocates nothing), else nil. Walks the path's `/`-separated parts in place.
-    private func match(_ template: [Segment], _ path: String) -> [String: String]? {
-        var parameters: [String: String] = [:]
+    private func match(_ template: [Segment], _ path: String) -> PathParameters? {
+        var parameters = PathParameters()
         let utf8 = path.utf8
         var start = utf8.startIndex
         var position = 0
