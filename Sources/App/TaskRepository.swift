@@ -105,18 +105,19 @@ enum TaskSortField: String, CaseIterable, Sendable {
 }
 
 /// The statements, prepared once per connection. Plain SELECTs are marked read-only, so reads
-/// issued together share one round trip to PostgreSQL.
+/// issued together share one round trip to PostgreSQL; rows come back in binary format.
 enum Statements {
     static let taskColumns = "id, title, description, status::text, created_at, updated_at"
 
-    static let findTask = PreparedStatement(name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true)
+    static let findTask = PreparedStatement(name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true)
 
     static let insertTask = PreparedStatement(
         name: "insert_task",
         sql: """
             INSERT INTO tasks (title, description, status, created_at, updated_at)
             VALUES ($1, $2, $3, now(), now()) RETURNING \(taskColumns)
-            """
+            """,
+        binaryResults: true
     )
 
     static let updateTask = PreparedStatement(
@@ -128,21 +129,22 @@ enum Statements {
                 status = CASE WHEN $6 THEN $7 ELSE status END,
                 updated_at = now()
             WHERE id = $1 RETURNING \(taskColumns)
-            """
+            """,
+        binaryResults: true
     )
 
     static let deleteTask = PreparedStatement(name: "delete_task", sql: "DELETE FROM tasks WHERE id = $1")
 
     private static let lists: [String: PreparedStatement] = {
         var statements: [String: PreparedStatement] = [:]
-        statements["id"] = PreparedStatement(name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true)
+        statements["id"] = PreparedStatement(name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true)
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
                 statements["\(field.rawValue) \(direction)"] = PreparedStatement(
                     name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
                     sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
-                    readOnly: true
+                    readOnly: true, binaryResults: true
                 )
             }
         }
@@ -155,7 +157,8 @@ enum Statements {
     }
 
     static let selectSettings = PreparedStatement(
-        name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true
+        name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true,
+        binaryResults: true
     )
 
     static let updateSettings = PreparedStatement(
@@ -163,12 +166,14 @@ enum Statements {
         sql: """
             UPDATE settings SET dark_mode = $1, updated_at = now()
             WHERE id = (SELECT id FROM settings ORDER BY id LIMIT 1) RETURNING dark_mode, updated_at
-            """
+            """,
+        binaryResults: true
     )
 
     static let insertSettings = PreparedStatement(
         name: "insert_settings",
-        sql: "INSERT INTO settings (dark_mode, updated_at) VALUES ($1, now()) RETURNING dark_mode, updated_at"
+        sql: "INSERT INTO settings (dark_mode, updated_at) VALUES ($1, now()) RETURNING dark_mode, updated_at",
+        binaryResults: true
     )
 
     /// Serialises the creation of the settings row (key: "settings" as a number).

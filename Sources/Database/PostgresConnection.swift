@@ -268,7 +268,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         defer { pointers.forEach { $0?.deallocate() } }
         return pointers.withUnsafeMutableBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(1, buffer.count)) { values in
-                PQsendQueryPrepared(pg, statement.name, Int32(parameters.count), parameters.isEmpty ? nil : values, nil, nil, 0)
+                PQsendQueryPrepared(pg, statement.name, Int32(parameters.count), parameters.isEmpty ? nil : values, nil, nil, statement.binaryResults ? 1 : 0)
             }
         }
     }
@@ -500,10 +500,14 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
     let rowCount = Int(PQntuples(result))
     let columnCount = Int(PQnfields(result))
     var columns: [String] = []
+    var types: [UInt32] = []
     columns.reserveCapacity(columnCount)
+    types.reserveCapacity(columnCount)
     for column in 0..<Int32(columnCount) {
         columns.append(String(cString: PQfname(result, column)))
+        types.append(UInt32(PQftype(result, column)))
     }
+    let isBinary = columnCount > 0 && PQfformat(result, 0) == 1
     // One byte buffer (sized first) and one (start, length) pair per cell: two allocations per
     // result instead of one string per cell.
     var byteCount = 0
@@ -527,7 +531,7 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
         }
     }
     let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-    return PostgresRows(columns: columns, bytes: bytes, cells: cells, affectedRows: affected)
+    return PostgresRows(columns: columns, types: types, isBinary: isBinary, bytes: bytes, cells: cells, affectedRows: affected)
 }
 
 private func serverError(_ result: OpaquePointer) -> PostgresError {

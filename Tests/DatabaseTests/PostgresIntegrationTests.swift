@@ -64,6 +64,44 @@ struct PostgresIntegrationTests {
         await pool.shutdown(gracePeriod: .seconds(1))
     }
 
+    @Test func binaryResultsDecodeAsTextResultsDo() async throws {
+        let pool = makePool(try TestPostgres.databaseURL)
+        await pool.start()
+        let sql = """
+            SELECT $1::int2 AS i2, $2::int4 AS i4, $3::int8 AS i8, $4::bool AS b, $5::text AS s,
+                   $6::timestamptz AS tz, $6::timestamp AS ts, NULL::int4 AS n, 'x'::varchar AS v
+            """
+        let text = PreparedStatement(name: "types_text", sql: sql)
+        let binary = PreparedStatement(name: "types_binary", sql: sql, binaryResults: true)
+        let stamps: [Int64] = [0, 946_684_800_000_000, 946_684_799_999_999, -1, 1_704_110_400_123_456, 1_704_110_400_000_000, -2_208_988_800_000_001]
+        for (index, micros) in stamps.enumerated() {
+            let stamp = PostgresTimestamp(microsecondsSinceEpoch: micros)
+            let sign = index % 2 == 0 ? 1 : -1
+            let binds: [PostgresValue] = [.int(sign * 32_767), .int(sign * 2_147_483_647), .int(sign * 9_000_000_000_000), .bool(index % 2 == 0), .text("é \(index)"), .timestamp(stamp)]
+            let fromText = try #require(try await pool.query(text, binds).first)
+            let fromBinary = try #require(try await pool.query(binary, binds).first)
+            for column in ["i2", "i4", "i8"] { #expect(try fromBinary.int(column) == fromText.int(column)) }
+            #expect(try fromBinary.int("i8") == sign * 9_000_000_000_000)
+            #expect(try fromBinary.bool("b") == fromText.bool("b"))
+            #expect(try fromBinary.string("s") == fromText.string("s"))
+            #expect(try fromBinary.string("i4") == fromText.string("i4"))
+            #expect(try fromBinary.string("v") == "x")
+            #expect(try fromBinary.timestamp("tz") == stamp)
+            #expect(try fromBinary.timestamp("ts") == stamp)
+            for column in [5, 6] {
+                var viaText: [UInt8] = [], viaBinary: [UInt8] = []
+                try fromText.writeISOTimestamp(column, into: &viaText)
+                try fromBinary.writeISOTimestamp(column, into: &viaBinary)
+                #expect(viaBinary == viaText && viaBinary == Array(stamp.isoFormatted().utf8), "\(micros)")
+            }
+            #expect(try fromBinary.isNull(7))
+            #expect(throws: PostgresError.self) { try fromBinary.string("tz") }
+        }
+        let infinite = try #require(try await pool.query(PreparedStatement(name: "inf", sql: "SELECT 'infinity'::timestamptz", binaryResults: true)).first)
+        #expect(throws: PostgresError.self) { try infinite.timestamp(0) }
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
     @Test func aNULByteIsATypedError() async throws {
         let pool = makePool(try TestPostgres.databaseURL)
         await pool.start()
