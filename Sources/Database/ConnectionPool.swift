@@ -123,8 +123,9 @@ public actor ConnectionPool {
     /// Lease, query and release in one visit to the pool (one hop on, one off; the pool is free
     /// for others while the query is in flight). `group` is the caller's loop, taken before the hop.
     private func query(_ statement: PreparedStatement, _ binds: [PostgresValue], group: Int?) async throws -> PostgresRows {
-        let connection = try await lease(.shared, group: group)
-        defer { release(connection) }
+        let kind: PoolStateMachine.LeaseKind = statement.isReadOnly ? .shared : .sharedWrite
+        let connection = try await lease(kind, group: group)
+        defer { release(connection, kind: kind) }
         return try await connection.query(statement, binds)
     }
 
@@ -166,8 +167,8 @@ public actor ConnectionPool {
         }
     }
 
-    private func release(_ connection: PostgresConnection) {
-        perform(state.connectionReleased(connection.id, reusable: !connection.isBroken, now: now))
+    private func release(_ connection: PostgresConnection, kind: PoolStateMachine.LeaseKind = .exclusive) {
+        perform(state.connectionReleased(connection.id, kind: kind, reusable: !connection.isBroken, now: now))
     }
 
     private func cancelWaiter(_ id: Int) {

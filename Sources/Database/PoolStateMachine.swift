@@ -36,7 +36,14 @@ struct PoolStateMachine {
 
     enum LeaseKind: Equatable {
         case exclusive
+        /// Pipelined with other shared leases: a read.
         case shared
+        /// Pipelined with other shared leases: a statement that writes, whose sync waits for its
+        /// commit. Reads stay off a connection carrying one while another has room, so they do
+        /// not queue behind a WAL flush.
+        case sharedWrite
+
+        var isShared: Bool { self != .exclusive }
     }
 
     enum Action: Equatable {
@@ -68,6 +75,8 @@ struct PoolStateMachine {
 
     let configuration: Configuration
     private var connections: [ConnectionID: ConnectionState] = [:]
+    /// Shared write leases each connection carries (absent when none).
+    private var writes: [ConnectionID: Int] = [:]
     /// The group each connection was placed in (entries of closed connections are pruned lazily).
     private var groups: [ConnectionID: Int] = [:]
     /// Idle connections, most recently used last (reused first: warm caches, fewer idle timeouts).
@@ -133,8 +142,9 @@ struct PoolStateMachine {
                 connections[connection] = .shared(count + 1)
             } else {
                 idle.removeAll { $0 == connection }
-                connections[connection] = kind == .shared ? .shared(1) : .leased
+                connections[connection] = kind.isShared ? .shared(1) : .leased
             }
+            countWrite(kind, on: connection)
             return [.lease(connection, to: waiter, waited: .zero)]
         }
         if isDown {
@@ -208,14 +218,18 @@ struct PoolStateMachine {
 
     /// A lease ended. A connection that broke during the lease (`reusable == false`) is closed
     /// and replaced if anyone needs it.
-    mutating func connectionReleased(_ connection: ConnectionID, reusable: Bool, now: Duration) -> [Action] {
+    mutating func connectionReleased(_ connection: ConnectionID, kind: LeaseKind = .exclusive, reusable: Bool, now: Duration) -> [Action] {
         guard let state = connections[connection] else {
             // A shared connection that broke was already dropped by its first holder's release.
             return []
         }
+        if kind == .sharedWrite, let count = writes[connection] {
+            writes[connection] = count > 1 ? count - 1 : nil
+        }
         var actions: [Action] = []
         if !reusable {
             connections[connection] = nil
+            writes[connection] = nil
             actions.append(.close(connection))
             openConnectionsIfNeeded(&actions)
             return actions
@@ -230,9 +244,10 @@ struct PoolStateMachine {
             hand(connection, now: now, to: &actions)
         case .shared(let count):
             connections[connection] = .shared(count - 1)
-            if let first = waiters.first, first.kind == .shared, !shuttingDown {
+            if let first = waiters.first, first.kind.isShared, !shuttingDown {
                 waiters.removeFirst()
                 addSharedLease(connection)
+                countWrite(first.kind, on: connection)
                 actions.append(.lease(connection, to: first.id, waited: now - first.enqueuedAt))
             }
         case .idle, .connecting:
@@ -295,13 +310,15 @@ struct PoolStateMachine {
             return
         }
         actions.append(.lease(connection, to: waiter.id, waited: now - waiter.enqueuedAt))
-        guard waiter.kind == .shared else {
+        guard waiter.kind.isShared else {
             connections[connection] = .leased
             return
         }
+        countWrite(waiter.kind, on: connection)
         var count = 1
-        while count < configuration.maxSharedPerConnection, let next = waiters.first, next.kind == .shared {
+        while count < configuration.maxSharedPerConnection, let next = waiters.first, next.kind.isShared {
             waiters.removeFirst()
+            countWrite(next.kind, on: connection)
             count += 1
             actions.append(.lease(connection, to: next.id, waited: now - next.enqueuedAt))
         }
@@ -311,20 +328,27 @@ struct PoolStateMachine {
     /// The connection a lease gets without waiting: for an exclusive lease an idle one, for a
     /// shared lease the least loaded of the idle ones and the shared ones with room (an idle
     /// connection beats doubling up on a busy one). Connections of the caller's `group` come
-    /// first; among equals, the most recently used idle connection.
+    /// first, then (for a read) those carrying no write; among equals, the most recently used
+    /// idle connection.
     private func bestConnection(for kind: LeaseKind, group: Int?) -> ConnectionID? {
-        var best: (id: ConnectionID, score: (Int, Int))?
+        var best: (id: ConnectionID, score: (Int, Int, Int))?
         func consider(_ id: ConnectionID, load: Int) {
-            let score = (group == nil || groups[id] == group ? 0 : 1, load)
+            let behindWrite = kind == .shared && writes[id] != nil ? 1 : 0
+            let score = (group == nil || groups[id] == group ? 0 : 1, behindWrite, load)
             if best == nil || score < best!.score { best = (id, score) }
         }
         for id in idle.reversed() { consider(id, load: 0) }
-        if kind == .shared {
+        if kind.isShared {
             for (id, state) in connections {
                 if case .shared(let count) = state, count < configuration.maxSharedPerConnection { consider(id, load: count) }
             }
         }
         return best?.id
+    }
+
+    /// Counts a shared write lease granted on `connection`.
+    private mutating func countWrite(_ kind: LeaseKind, on connection: ConnectionID) {
+        if kind == .sharedWrite { writes[connection, default: 0] += 1 }
     }
 
     private mutating func addSharedLease(_ connection: ConnectionID) {

@@ -153,6 +153,36 @@ struct PoolStateMachineTests {
         do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == [.lease(0, to: 5, waited: .zero)]) }
     }
 
+    @Test func readsStayOffAConnectionCarryingAWrite() {
+        var pool = PoolStateMachine(configuration: .init(
+            maxConnections: 2, minConnections: 2, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: 4,
+            initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
+        ))
+        var next = pool.start()
+        while case .connect(let id)? = next.first { next = pool.connectSucceeded(id, now: t0) }
+        // A write takes one connection; the reads after it pile onto the other until it is full.
+        guard case .lease(let writer, to: 1, _) = pool.leaseRequested(1, kind: .sharedWrite, now: t0).first else {
+            Issue.record("expected an immediate lease"); return
+        }
+        var readers: [Int] = []
+        for waiter in 2...6 {
+            guard case .lease(let connection, to: waiter, _) = pool.leaseRequested(waiter, kind: .shared, now: t0).first else {
+                Issue.record("expected an immediate lease"); return
+            }
+            readers.append(connection)
+        }
+        #expect(readers[0..<4].allSatisfy { $0 != writer })
+        #expect(readers[4] == writer)  // the other is full: behind the write rather than waiting
+        // Once the write is back, reads spread over both again by load.
+        _ = pool.connectionReleased(writer, kind: .sharedWrite, reusable: true, now: t0)
+        _ = pool.connectionReleased(readers[0], kind: .shared, reusable: true, now: t0)
+        _ = pool.connectionReleased(readers[1], kind: .shared, reusable: true, now: t0)
+        guard case .lease(let after, to: 7, _) = pool.leaseRequested(7, kind: .shared, now: t0).first else {
+            Issue.record("expected an immediate lease"); return
+        }
+        #expect(after == writer)  // load 1 (a read) against 2
+    }
+
     @Test func aBrokenSharedConnectionIsDroppedOnce() {
         var pool = machine(max: 1, waiters: 10)
         _ = pool.leaseRequested(1, kind: .shared, now: t0)
