@@ -173,7 +173,6 @@ private func parseInteger(_ bytes: ArraySlice<UInt8>) -> Int? {
     return negative ? -value : value
 }
 
-/// A named statement, prepared on each connection the first time it runs there.
 /// The type OIDs a binary result is decoded by (`pg_type.oid`, fixed for built-in types).
 enum PostgresType {
     static let bool: UInt32 = 16
@@ -206,6 +205,7 @@ func binaryTimestamp(_ bytes: ArraySlice<UInt8>) -> PostgresTimestamp? {
     return overflow ? nil : PostgresTimestamp(microsecondsSinceEpoch: value)
 }
 
+/// A named statement, prepared on each connection the first time it runs there.
 public struct PreparedStatement: Sendable, Hashable {
     public let name: String
     public let sql: String
