@@ -18,6 +18,7 @@ struct AppConfiguration: Sendable {
     var maxHeaderBytes: Int
     var httpTimeout: Duration
     var maxPendingInputBytes: Int
+    var readBufferBytes: Int
     var maxPendingOutputBytes: Int
     var corsOrigins: [String]
     var logLevel: Logger.Level
@@ -48,6 +49,7 @@ struct AppConfiguration: Sendable {
         maxHeaderBytes = try reader.int("HTTP_MAX_HEADER_BYTES", default: 16_384, range: 256...1_048_576)
         httpTimeout = .seconds(try reader.int("HTTP_TIMEOUT_S", default: 30, range: 1...3600))
         maxPendingInputBytes = try reader.int("HTTP_MAX_PENDING_INPUT_BYTES", default: 65_536, range: 1024...1_073_741_824)
+        readBufferBytes = try reader.int("HTTP_READ_BUFFER_BYTES", default: 65_536, range: 512...16_777_216)
         maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: 262_144, range: 1024...1_073_741_824)
         shutdownGrace = .seconds(try reader.int("SHUTDOWN_GRACE_S", default: 25, range: 0...3600))
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)

@@ -85,7 +85,7 @@ struct Application: Sendable {
                 host: configuration.host, port: configuration.port, eventLoops: configuration.eventLoops,
                 maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
                 timeout: configuration.httpTimeout, maxPendingOutputBytes: configuration.maxPendingOutputBytes,
-                maxPendingInputBytes: configuration.maxPendingInputBytes
+                maxPendingInputBytes: configuration.maxPendingInputBytes, readBufferBytes: configuration.readBufferBytes
             ),
             responder: router, logger: logger, eventLoops: eventLoops
         )

@@ -146,7 +146,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
         self.context = context
         var timeout = timeval(context.configuration.timeout)
         ioTimeout = event_base_init_common_timeout(loop.base, &timeout)?.pointee ?? timeout
-        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        readBuffer = .allocate(byteCount: context.configuration.readBufferBytes, alignment: 16)
     }
 
     deinit {

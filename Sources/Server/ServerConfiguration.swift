@@ -24,12 +24,15 @@ public struct ServerConfiguration: Sendable {
     /// Unparsed bytes a connection keeps in its input buffer while a request is being answered
     /// (pipelined requests); beyond this it stops reading the socket until it catches up.
     public var maxPendingInputBytes: Int
+    /// The most a connection takes from its socket in one `recv` (one buffer of this size per loop).
+    public var readBufferBytes: Int
 
     public init(
         host: String = "0.0.0.0", port: Int = 5555, eventLoops: Int = availableCPUs(),
         maxBodyBytes: Int = 1_048_576, maxHeaderBytes: Int = 16_384,
         timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024,
-        maxPendingOutputBytes: Int = 256 * 1024, maxPendingInputBytes: Int = 64 * 1024
+        maxPendingOutputBytes: Int = 256 * 1024, maxPendingInputBytes: Int = 64 * 1024,
+        readBufferBytes: Int = 64 * 1024
     ) {
         self.host = host
         self.port = port
@@ -41,6 +44,7 @@ public struct ServerConfiguration: Sendable {
         self.backlog = backlog
         self.maxPendingOutputBytes = maxPendingOutputBytes
         self.maxPendingInputBytes = maxPendingInputBytes
+        self.readBufferBytes = max(1, readBufferBytes)
     }
 }
 

@@ -31,6 +31,7 @@ struct UnitTests {
         #expect(configuration.maxHeaderBytes == 16_384)
         #expect(configuration.httpTimeout == .seconds(30))
         #expect(configuration.maxPendingInputBytes == 65_536)
+        #expect(configuration.readBufferBytes == 65_536)
         #expect(configuration.maxPendingOutputBytes == 262_144)
         #expect(configuration.shutdownGrace == .seconds(25))
         #expect(configuration.corsOrigins == AppConfiguration.defaultCORSOrigins)
@@ -39,7 +40,7 @@ struct UnitTests {
         let bad: [(String, String)] = [
             ("PORT", "abc"), ("PORT", "70000"), ("DB_POOL_SIZE", "0"), ("DB_ACQUIRE_TIMEOUT_MS", "-1"),
             ("HTTP_MAX_BODY_BYTES", "lots"), ("HTTP_MAX_HEADER_BYTES", "1"), ("HTTP_TIMEOUT_S", ""),
-            ("HTTP_MAX_PENDING_INPUT_BYTES", "10"), ("HTTP_MAX_PENDING_OUTPUT_BYTES", "x"),
+            ("HTTP_MAX_PENDING_INPUT_BYTES", "10"), ("HTTP_READ_BUFFER_BYTES", "100"), ("HTTP_MAX_PENDING_OUTPUT_BYTES", "x"),
             ("CORS_ORIGINS", "localhost:3000"), ("LOG_LEVEL", "loud"), ("SHUTDOWN_GRACE_S", "x"),
             ("DATABASE_URL", "nonsense=1"), ("HOST", ""),
         ]

@@ -121,8 +121,9 @@ struct LiveServerTests {
 
     @Test func aClientPipeliningWithoutReadingIsThrottledAndStillAnsweredInOrder() async throws {
         // Small buffers, so that both the input bound (reading stops) and the output bound
-        // (no further requests are parsed) are reached long before the client reads anything.
-        try await withServer({ $0.maxPendingInputBytes = 4096; $0.maxPendingOutputBytes = 4096 }) { _, port in
+        // (no further requests are parsed) are reached long before the client reads anything,
+        // and requests arrive split over several `recv`s.
+        try await withServer({ $0.maxPendingInputBytes = 4096; $0.maxPendingOutputBytes = 4096; $0.readBufferBytes = 512 }) { _, port in
             let connection = try RawConnection(port: port)
             let count = 1500
             let body = String(repeating: "x", count: 200)
