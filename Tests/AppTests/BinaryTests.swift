@@ -40,7 +40,9 @@ struct BinaryTests {
             usleep(50_000)
         }
         kill(pid, SIGKILL)
-        throw TestClientError("the server did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: log)
+        throw TestClientError("the server did not start: \(output)")
     }
 
     /// Waits for `pid` to exit; returns its exit status, or nil after `timeout`.
@@ -56,7 +58,8 @@ struct BinaryTests {
 
     @Test func sigtermUnderLoadLosesNoAcceptedRequestAndExitsZero() async throws {
         let url = try TestPostgres.createDatabase()
-        let (pid, port, _) = try await offCooperativePool { try Self.launch(databaseURL: url) }
+        let (pid, port, log) = try await offCooperativePool { try Self.launch(databaseURL: url) }
+        defer { try? FileManager.default.removeItem(atPath: log) }
         // Eight clients stream creates over keep-alive connections until the server closes.
         let clients = (0..<8).map { client in
             Task {
@@ -97,8 +100,8 @@ struct BinaryTests {
 
     @Test func postgresOutageGives503ThenRecovers() async throws {
         try await PrivateCluster.with { cluster in
-            let (pid, port, _) = try await offCooperativePool { try Self.launch(databaseURL: cluster.url, extra: ["DB_ACQUIRE_TIMEOUT_MS": "1000"]) }
-            defer { kill(pid, SIGKILL); _ = Self.waitForExit(pid, timeout: 5) }
+            let (pid, port, log) = try await offCooperativePool { try Self.launch(databaseURL: cluster.url, extra: ["DB_ACQUIRE_TIMEOUT_MS": "1000"]) }
+            defer { kill(pid, SIGKILL); _ = Self.waitForExit(pid, timeout: 5); try? FileManager.default.removeItem(atPath: log) }
             #expect(try await httpRequest(port: port, "GET", "/api/tasks").status == 200)
 
             try await cluster.stop()
@@ -132,6 +135,7 @@ struct BinaryTests {
 
     @Test func aBadVariableStopsTheStartWithOneLine() throws {
         let output = NSTemporaryDirectory() + "tm-bad-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: output) }
         let script = "PORT=notaport DATABASE_URL=postgresql://x@127.0.0.1/db '\(try Self.binary)' > '\(output)' 2>&1; echo $?"
         let status = try TestPostgres.run("/bin/sh", ["-c", script])
         let text = try String(contentsOfFile: output, encoding: .utf8)
