@@ -105,11 +105,14 @@ enum TaskSortField: String, CaseIterable, Sendable {
 }
 
 /// The statements, prepared once per connection. Plain SELECTs are marked read-only, so reads
-/// issued together share one round trip to PostgreSQL; rows come back in binary format.
+/// issued together share one round trip to PostgreSQL (lookups of one row also share one
+/// connection); rows come back in binary format.
 enum Statements {
     static let taskColumns = "id, title, description, status::text, created_at, updated_at"
 
-    static let findTask = PreparedStatement(name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true)
+    static let findTask = PreparedStatement(
+        name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true, atMostOneRow: true
+    )
 
     static let insertTask = PreparedStatement(
         name: "insert_task",
@@ -158,7 +161,7 @@ enum Statements {
 
     static let selectSettings = PreparedStatement(
         name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true,
-        binaryResults: true
+        binaryResults: true, atMostOneRow: true
     )
 
     static let updateSettings = PreparedStatement(

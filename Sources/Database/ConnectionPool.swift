@@ -65,6 +65,9 @@ public actor ConnectionPool {
     private var connections: [Int: PostgresConnection] = [:]
     private var waiters: [Int: CheckedContinuation<PostgresConnection, Error>] = [:]
     private var nextWaiterID = 0
+    /// Per loop (group), the connection its last one-row read went to: while that read's batch
+    /// waits for its sync, the loop's next one-row reads join it.
+    private var lastOneRowRead: [Int?]
     /// The single timer task and the deadline it sleeps until.
     private var timer: (task: Task<Void, Never>, deadline: Duration)?
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
@@ -78,6 +81,7 @@ public actor ConnectionPool {
         self.origin = clock.now
         self.loops = eventLoops ?? EventLoopGroup(count: 1, namePrefix: "postgres-loop")
         self.ownsLoops = eventLoops == nil
+        self.lastOneRowRead = Array(repeating: nil, count: self.loops.loops.count)
         self.connector = EventLoop(name: "pg-connect")
         self.state = PoolStateMachine(configuration: .init(
             maxConnections: max(1, configuration.maxConnections),
@@ -124,7 +128,7 @@ public actor ConnectionPool {
     /// for others while the query is in flight). `group` is the caller's loop, taken before the hop.
     private func query(_ statement: PreparedStatement, _ binds: [PostgresValue], group: Int?) async throws -> PostgresRows {
         let kind: PoolStateMachine.LeaseKind = statement.isReadOnly ? .shared : .sharedWrite
-        let connection = try await lease(kind, group: group)
+        let connection = try await lease(kind, group: group, joiningBatch: statement.isReadOnly && statement.returnsAtMostOneRow)
         defer { release(connection, kind: kind) }
         return try await connection.query(statement, binds)
     }
@@ -149,12 +153,15 @@ public actor ConnectionPool {
 
     /// A connection for the caller: at once when one is free (no continuation, no suspension
     /// beyond the hop onto the actor), else after waiting in line.
-    private func lease(_ kind: PoolStateMachine.LeaseKind, group: Int?) async throws -> PostgresConnection {
+    /// `joiningBatch` (a one-row read) prefers the connection holding its loop's open batch.
+    private func lease(_ kind: PoolStateMachine.LeaseKind, group: Int?, joiningBatch: Bool = false) async throws -> PostgresConnection {
         let id = nextWaiterID
         nextWaiterID += 1
-        let actions = state.leaseRequested(id, kind: kind, group: group, now: now)
+        let openBatch = joiningBatch ? group.flatMap(openOneRowBatch) : nil
+        let actions = state.leaseRequested(id, kind: kind, group: group, openBatch: openBatch, now: now)
         if actions.count == 1, case .lease(let connectionID, id, let waited) = actions[0], let connection = connections[connectionID] {
             metrics.recordWait(waited)
+            if joiningBatch, let group { lastOneRowRead[group] = connectionID }
             return connection
         }
         return try await withTaskCancellationHandler {
@@ -165,6 +172,13 @@ public actor ConnectionPool {
         } onCancel: {
             Task { await self.cancelWaiter(id) }
         }
+    }
+
+    /// The connection the last one-row read of `group`'s loop went to, if that read still waits
+    /// for its sync (the flag is exact on the connection's own loop, a hint elsewhere).
+    private func openOneRowBatch(_ group: Int) -> Int? {
+        guard group < lastOneRowRead.count, let id = lastOneRowRead[group], connections[id]?.hasOpenReadBatch == true else { return nil }
+        return id
     }
 
     private func release(_ connection: PostgresConnection, kind: PoolStateMachine.LeaseKind = .exclusive) {

@@ -135,9 +135,11 @@ struct PoolStateMachine {
     func group(of id: ConnectionID) -> Int { groups[id] ?? 0 }
 
     /// A request for a connection; `group` is the caller's group when it runs in one.
-    mutating func leaseRequested(_ waiter: WaiterID, kind: LeaseKind = .exclusive, group: Int? = nil, now: Duration) -> [Action] {
+    mutating func leaseRequested(
+        _ waiter: WaiterID, kind: LeaseKind = .exclusive, group: Int? = nil, openBatch: ConnectionID? = nil, now: Duration
+    ) -> [Action] {
         if shuttingDown { return [.fail(waiter, PostgresError(.poolClosed, "the connection pool is shutting down"))] }
-        if waiters.isEmpty, let connection = bestConnection(for: kind, group: group) {
+        if waiters.isEmpty, let connection = joinableBatch(openBatch, for: kind) ?? bestConnection(for: kind, group: group) {
             if case .shared(let count) = connections[connection] {
                 connections[connection] = .shared(count + 1)
             } else {
@@ -344,6 +346,14 @@ struct PoolStateMachine {
             }
         }
         return best?.id
+    }
+
+    /// `openBatch` (a connection whose reads of this loop turn still wait for their sync) when
+    /// a read can join it: it is shared, has room and carries no write.
+    private func joinableBatch(_ openBatch: ConnectionID?, for kind: LeaseKind) -> ConnectionID? {
+        guard kind == .shared, let id = openBatch, writes[id] == nil,
+              case .shared(let count) = connections[id], count < configuration.maxSharedPerConnection else { return nil }
+        return id
     }
 
     /// Counts a shared write lease granted on `connection`.

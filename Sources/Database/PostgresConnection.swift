@@ -16,7 +16,7 @@ import Synchronization
 /// other statement gets a sync of its own and is acknowledged only once that sync is (when it
 /// has committed). A PREPARE also gets a sync of its own, so no other statement's failure can
 /// undo it; a read skipped because an earlier read of its batch failed is sent again.
-public final class PostgresConnection: @unchecked Sendable {  // libpq and libevent state is touched only on `loop`'s thread; `broken` is atomic
+public final class PostgresConnection: @unchecked Sendable {  // libpq and libevent state is touched only on `loop`'s thread; `broken` and `readBatchOpen` are atomic
     /// The pool's id for this connection.
     public let id: Int
     private let loop: EventLoop
@@ -40,6 +40,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// Called once (on the loop thread) when the connection closes for any reason but `close()`.
     private var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
     private let broken = Atomic<Bool>(false)
+    /// Mirrors `unsyncedReads > 0` for the pool, which reads it from any thread.
+    private let readBatchOpen = Atomic<Bool>(false)
 
     private init(id: Int, loop: EventLoop) {
         self.id = id
@@ -48,6 +50,10 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 
     /// True once the connection has failed; it must not be used again.
     public var isBroken: Bool { broken.load(ordering: .relaxed) }
+
+    /// True while reads sent in this turn of the loop wait for their sync: another read joining
+    /// them costs no packet and no PostgreSQL wake-up of its own. A hint when read off the loop.
+    var hasOpenReadBatch: Bool { readBatchOpen.load(ordering: .relaxed) }
 
     // MARK: Connecting
 
@@ -218,7 +224,10 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 ok = ok && sendPrepared(pg, statement, parameters) == 1
                 wire.append(.command(query, last: true))
                 unsyncedReads += 1
-                if unsyncedReads == 1 { event_active(syncEvent, 0, 0) }
+                if unsyncedReads == 1 {
+                    readBatchOpen.store(true, ordering: .relaxed)
+                    event_active(syncEvent, 0, 0)
+                }
                 guard ok else { break }
                 if !query.preparedHere { return }  // `syncReads` flushes
             } else {
@@ -245,6 +254,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private func syncPendingReads(_ pg: OpaquePointer) -> Bool {
         guard unsyncedReads > 0 else { return true }
         unsyncedReads = 0
+        readBatchOpen.store(false, ordering: .relaxed)
         return sync(pg)
     }
 
@@ -376,6 +386,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         wire.removeAll()
         awaitingSync.removeAll()
         unsyncedReads = 0
+        readBatchOpen.store(false, ordering: .relaxed)
         for query in failed {
             query.continuation.resume(throwing: PostgresError(
                 error.kind, query.collector.error?.message ?? error.message, sqlState: query.collector.error?.sqlState

@@ -216,12 +216,17 @@ public struct PreparedStatement: Sendable, Hashable {
     /// Results come in PostgreSQL's binary format: no text formatting of timestamps and numbers
     /// on the server (a fifth of its CPU for a list of tasks). `PostgresRow` decodes both formats.
     public let binaryResults: Bool
+    /// A read that returns at most one row (a lookup by key). Such reads from one loop turn join
+    /// one pipeline batch on one connection: one packet and one PostgreSQL wake-up for all of
+    /// them. Larger reads spread over the connections, so no answer waits behind a long one.
+    public let returnsAtMostOneRow: Bool
 
-    public init(name: String, sql: String, readOnly: Bool = false, binaryResults: Bool = false) {
+    public init(name: String, sql: String, readOnly: Bool = false, binaryResults: Bool = false, atMostOneRow: Bool = false) {
         self.name = name
         self.sql = sql
         self.isReadOnly = readOnly
         self.binaryResults = binaryResults
+        self.returnsAtMostOneRow = atMostOneRow
     }
 }
 

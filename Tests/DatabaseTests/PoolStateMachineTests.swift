@@ -183,6 +183,32 @@ struct PoolStateMachineTests {
         #expect(after == writer)  // load 1 (a read) against 2
     }
 
+    @Test func oneRowReadsJoinTheOpenBatchWhileItHasRoomAndNoWrite() {
+        var pool = PoolStateMachine(configuration: .init(
+            maxConnections: 3, minConnections: 3, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: 3,
+            initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
+        ))
+        var next = pool.start()
+        while case .connect(let id)? = next.first { next = pool.connectSucceeded(id, now: t0) }
+        func lease(_ waiter: Int, _ kind: PoolStateMachine.LeaseKind = .shared, joining batch: Int? = nil) -> Int? {
+            guard case .lease(let connection, to: waiter, _) = pool.leaseRequested(waiter, kind: kind, openBatch: batch, now: t0).first else { return nil }
+            return connection
+        }
+        // Without a batch, reads spread by load; with one, they join it until it is full...
+        let first = lease(1)!
+        let spread = lease(2)!
+        #expect(spread != first)
+        #expect(lease(3, joining: first) == first)
+        #expect(lease(4, joining: first) == first)
+        let full = lease(5, joining: first)!  // depth 3 reached: the least loaded instead
+        #expect(full != first && full != spread)
+        // A write never joins a batch: it goes by load (full is idle again, spread has one read)...
+        _ = pool.connectionReleased(full, kind: .shared, reusable: true, now: t0)
+        #expect(lease(6, .sharedWrite, joining: spread) == full)
+        // ...and a read never joins a batch on a connection carrying a write.
+        #expect(lease(7, joining: full) == spread)
+    }
+
     @Test func aBrokenSharedConnectionIsDroppedOnce() {
         var pool = machine(max: 1, waiters: 10)
         _ = pool.leaseRequested(1, kind: .shared, now: t0)

@@ -297,6 +297,39 @@ struct PostgresIntegrationTests {
         _ = try TestPostgres.psql(url, "DROP TABLE \(table)")
     }
 
+    @Test func oneRowReadsOfOneLoopTurnShareAConnectionWhileLargerReadsSpread() async throws {
+        let loops = EventLoopGroup(count: 1, namePrefix: "test-loop")
+        let pool = ConnectionPool(
+            configuration: PoolConfiguration(
+                conninfo: try TestPostgres.databaseURL, maxConnections: 4, minConnections: 4, connectTimeout: .seconds(2), pipelineDepth: 16
+            ),
+            logger: Logger(label: "test"), eventLoops: loops
+        )
+        await pool.start()
+        #expect(await eventually { await pool.statistics.open == 4 })
+        let loop = loops.loops[0]
+        /// The backends that served 12 reads started in one callback of the loop (one turn).
+        func backends(_ statement: PreparedStatement) async throws -> Set<Int> {
+            _ = try await pool.query(statement)  // prepared on one connection...
+            let tasks = await withCheckedContinuation { continuation in
+                loop.execute {
+                    continuation.resume(returning: (0..<12).map { _ in
+                        Task.immediate(executorPreference: loop) { try await pool.query(statement).first!.int("pid") }
+                    })
+                }
+            }
+            var pids = Set<Int>()
+            for task in tasks { pids.insert(try await task.value) }
+            return pids
+        }
+        let oneRow = PreparedStatement(name: "pid_one_row", sql: "SELECT pg_backend_pid() AS pid", readOnly: true, atMostOneRow: true)
+        let anyRows = PreparedStatement(name: "pid_any_rows", sql: "SELECT pg_backend_pid() AS pid", readOnly: true)
+        #expect(try await backends(oneRow).count == 1)
+        #expect(try await backends(anyRows).count == 4)
+        await pool.shutdown(gracePeriod: .seconds(1))
+        await loops.stop()
+    }
+
     @Test func theAcquireTimeoutFiresUnderSaturation() async throws {
         let pool = makePool(try TestPostgres.databaseURL, size: 1, acquireTimeout: .milliseconds(200))
         await pool.start()
