@@ -153,13 +153,19 @@ struct PoolStateMachineTests {
         do { let result = pool.connectionReleased(0, reusable: true, now: t0); #expect(result == [.lease(0, to: 5, waited: .zero)]) }
     }
 
-    @Test func readsStayOffAConnectionCarryingAWrite() {
+    /// A machine whose `count` connections are all open and idle.
+    private func openMachine(connections count: Int, depth: Int) -> PoolStateMachine {
         var pool = PoolStateMachine(configuration: .init(
-            maxConnections: 2, minConnections: 2, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: 4,
+            maxConnections: count, minConnections: count, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: depth,
             initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
         ))
         var next = pool.start()
         while case .connect(let id)? = next.first { next = pool.connectSucceeded(id, now: t0) }
+        return pool
+    }
+
+    @Test func readsStayOffAConnectionCarryingAWrite() {
+        var pool = openMachine(connections: 2, depth: 4)
         // A write takes one connection; the reads after it pile onto the other until it is full.
         guard case .lease(let writer, to: 1, _) = pool.leaseRequested(1, kind: .sharedWrite, now: t0).first else {
             Issue.record("expected an immediate lease"); return
@@ -184,12 +190,7 @@ struct PoolStateMachineTests {
     }
 
     @Test func oneRowReadsJoinTheOpenBatchWhileItHasRoomAndNoWrite() {
-        var pool = PoolStateMachine(configuration: .init(
-            maxConnections: 3, minConnections: 3, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: 3,
-            initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
-        ))
-        var next = pool.start()
-        while case .connect(let id)? = next.first { next = pool.connectSucceeded(id, now: t0) }
+        var pool = openMachine(connections: 3, depth: 3)
         func lease(_ waiter: Int, _ kind: PoolStateMachine.LeaseKind = .shared, joining batch: Int? = nil) -> Int? {
             guard case .lease(let connection, to: waiter, _) = pool.leaseRequested(waiter, kind: kind, openBatch: batch, now: t0).first else { return nil }
             return connection
