@@ -27,7 +27,9 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     }
 
     private unowned let owner: ServerLoop
-    private var context: ServerContext { owner.context }
+    /// Held directly (it holds no connection): read several times per request, and reaching it
+    /// through the unowned `owner` cost a strong retain and release each time.
+    private let context: ServerContext
     private let socket: Int32
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
@@ -51,6 +53,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     init(owner: ServerLoop, socket: Int32) {
         self.owner = owner
+        self.context = owner.context
         self.socket = socket
         let configuration = owner.context.configuration
         parser = RequestParser(maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes)

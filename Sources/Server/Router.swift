@@ -26,7 +26,8 @@ public struct Router: HTTPResponder {
     }
 
     private enum Segment: Sendable {
-        case literal(String)
+        /// The segment's bytes, compared with the path's bytes as they are (no decoding).
+        case literal([UInt8])
         case parameter(String)
     }
 
@@ -50,7 +51,7 @@ public struct Router: HTTPResponder {
 
     private mutating func add(_ method: HTTPMethod, _ template: String, _ action: Action) {
         let segments = template.split(separator: "/", omittingEmptySubsequences: false).map { part -> Segment in
-            part.hasPrefix(":") ? .parameter(String(part.dropFirst())) : .literal(String(part))
+            part.hasPrefix(":") ? .parameter(String(part.dropFirst())) : .literal(Array(part.utf8))
         }
         routes.append(Route(method: method, template: template, segments: segments, action: action))
     }
@@ -163,25 +164,33 @@ public struct Router: HTTPResponder {
     }
 
     /// The decoded parameters when `path` fits the template (empty for a literal route, which
-    /// allocates nothing), else nil. Walks the path's `/`-separated parts in place.
+    /// allocates nothing), else nil.
     private func match(_ template: [Segment], _ path: String) -> PathParameters? {
+        if let parameters = path.utf8.withContiguousStorageIfAvailable({ match(template, $0) }) { return parameters }
+        return Array(path.utf8).withUnsafeBufferPointer { match(template, $0) }
+    }
+
+    /// `match` on the path's UTF-8 bytes: walks its `/`-separated parts in place.
+    private func match(_ template: [Segment], _ path: UnsafeBufferPointer<UInt8>) -> PathParameters? {
         var parameters = PathParameters()
-        let utf8 = path.utf8
-        var start = utf8.startIndex
+        var start = 0
         var position = 0
         while true {
-            let end = utf8[start...].firstIndex(of: UInt8(ascii: "/")) ?? utf8.endIndex
+            var end = start
+            while end < path.count, path[end] != UInt8(ascii: "/") { end += 1 }
             guard position < template.count else { return nil }
+            let part = UnsafeBufferPointer(rebasing: path[start..<end])
             switch template[position] {
             case .literal(let literal):
-                guard literal.utf8.elementsEqual(utf8[start..<end]) else { return nil }
+                guard literal.count == part.count, literal.elementsEqual(part) else { return nil }
             case .parameter(let name):
-                guard start != end, let value = percentDecode(path[start..<end]) else { return nil }
+                let text = String(decoding: part, as: UTF8.self)
+                guard !part.isEmpty, let value = percentDecode(text[...]) else { return nil }
                 parameters[name] = value
             }
             position += 1
-            guard end != utf8.endIndex else { break }
-            start = utf8.index(after: end)
+            guard end < path.count else { break }
+            start = end + 1
         }
         return position == template.count ? parameters : nil
     }
