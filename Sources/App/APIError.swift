@@ -1,6 +1,7 @@
 import Database
 import Logging
 import Server
+import Synchronization
 
 /// An error the API answers with a 4xx: what was wrong with the request, in words for the client.
 struct APIError: Error, Equatable {
@@ -19,6 +20,14 @@ struct ErrorBoundaryMiddleware: HTTPMiddleware {
     /// Seconds a client is told to wait before retrying a 503.
     let retryAfterSeconds: Int
     let logger: Logger
+    /// During an outage every request fails alike: one warning per interval, with a count.
+    let unavailableWarnings: LogThrottle
+
+    init(retryAfterSeconds: Int, logger: Logger, unavailableLogInterval: Duration = .seconds(1)) {
+        self.retryAfterSeconds = retryAfterSeconds
+        self.logger = logger
+        self.unavailableWarnings = LogThrottle(interval: unavailableLogInterval)
+    }
 
     func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse? {
         switch error {
@@ -28,7 +37,11 @@ struct ErrorBoundaryMiddleware: HTTPMiddleware {
             return nil
         case let error as PostgresError:
             if error.isTransient {
-                logger.warning("database unavailable", metadata: metadata(request, error))
+                if let suppressed = unavailableWarnings.admit() {
+                    var metadata = metadata(request, error)
+                    metadata["suppressed"] = "\(suppressed)"
+                    logger.warning("database unavailable", metadata: metadata)
+                }
                 var response = HTTPResponse.error(503, "Database unavailable, try again shortly")
                 response.headers["Retry-After"] = String(retryAfterSeconds)
                 return response
@@ -49,5 +62,29 @@ struct ErrorBoundaryMiddleware: HTTPMiddleware {
 
     private func metadata(_ request: HTTPRequest, _ error: any Error) -> Logger.Metadata {
         ["request_id": "\(request.requestID)", "route": "\(request.route ?? "-")", "error": "\(error)"]
+    }
+}
+
+/// Lets one occurrence through per `interval` and counts the others, so that a failure hitting
+/// every request (tens of thousands a second) writes a log line a second, not one per request.
+final class LogThrottle: Sendable {
+    private let interval: Duration
+    private let state = Mutex<(last: ContinuousClock.Instant?, suppressed: Int)>((nil, 0))
+
+    init(interval: Duration) {
+        self.interval = interval
+    }
+
+    /// How many occurrences were held back since the last one let through, or nil when this one
+    /// is held back.
+    func admit(at now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLock { state in
+            if let last = state.last, now - last < interval {
+                state.suppressed += 1
+                return nil
+            }
+            defer { state = (now, 0) }
+            return state.suppressed
+        }
     }
 }

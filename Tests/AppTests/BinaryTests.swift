@@ -113,6 +113,15 @@ struct BinaryTests {
             #expect(ContinuousClock.now - start < .seconds(2))
             #expect(try await httpRequest(port: port, "GET", "/readyz").status == 503)
             #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
+            // Every request fails alike while PostgreSQL is down: the log gets a line a second
+            // with a count, not a line per request.
+            for _ in 0..<50 { #expect(try await httpRequest(port: port, "GET", "/api/tasks/1").status == 503) }
+            try await Task.sleep(for: .milliseconds(1100))
+            #expect(try await httpRequest(port: port, "GET", "/api/tasks/1").status == 503)
+            let warnings = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+                .split(separator: "\n").filter { $0.contains("database unavailable") }
+            #expect((2...4).contains(warnings.count), "\(warnings.count) warnings for 52 failed requests")
+            #expect(warnings.contains { !$0.contains("suppressed=0") }, "no warning counts the ones held back")
 
             try await cluster.start()
             var recovered = false

@@ -55,4 +55,15 @@ struct UnitTests {
         #expect(custom.corsOrigins == ["https://a.example", "http://b.example:8080"])
         #expect(custom.logLevel == .warning)
     }
+
+    @Test func logThrottleLetsOneThroughPerIntervalAndCountsTheRest() {
+        let throttle = LogThrottle(interval: .seconds(1))
+        let t0 = ContinuousClock.now
+        #expect(throttle.admit(at: t0) == 0)
+        #expect(throttle.admit(at: t0 + .milliseconds(10)) == nil)
+        #expect(throttle.admit(at: t0 + .milliseconds(999)) == nil)
+        #expect(throttle.admit(at: t0 + .seconds(1)) == 2)
+        #expect(throttle.admit(at: t0 + .milliseconds(1500)) == nil)
+        #expect(throttle.admit(at: t0 + .seconds(5)) == 1)
+    }
 }
