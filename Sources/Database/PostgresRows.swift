@@ -200,9 +200,12 @@ func binaryInteger(_ bytes: ArraySlice<UInt8>) -> Int? {
 
 /// A binary `timestamp`/`timestamptz`: microseconds since 2000-01-01 UTC; nil for ±infinity.
 func binaryTimestamp(_ bytes: ArraySlice<UInt8>) -> PostgresTimestamp? {
-    guard bytes.count == 8, let micros = binaryInteger(bytes), micros != Int.max, micros != Int.min else { return nil }
-    let (value, overflow) = Int64(micros).addingReportingOverflow(946_684_800_000_000)
-    return overflow ? nil : PostgresTimestamp(microsecondsSinceEpoch: value)
+    guard bytes.count == 8, let micros = binaryInteger(bytes) else { return nil }
+    // ±infinity and dates outside years 1–9999 (BC, or five digits) are refused, as the text
+    // parser refuses them: ISO 8601 without a sign cannot write them.
+    let sinceUnixEpoch = Int64(micros).addingReportingOverflow(946_684_800_000_000)
+    guard !sinceUnixEpoch.overflow, PostgresTimestamp.isoRange.contains(sinceUnixEpoch.partialValue) else { return nil }
+    return PostgresTimestamp(microsecondsSinceEpoch: sinceUnixEpoch.partialValue)
 }
 
 /// A named statement, prepared on each connection the first time it runs there.

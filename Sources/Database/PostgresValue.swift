@@ -40,6 +40,10 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable {
         self.microsecondsSinceEpoch = microsecondsSinceEpoch
     }
 
+    /// 0001-01-01T00:00:00Z up to, not including, 10000-01-01: the instants `isoFormatted()`
+    /// can write (four-digit years).
+    static let isoRange: Range<Int64> = -62_135_596_800_000_000 ..< 253_402_300_800_000_000
+
     public static func < (a: Self, b: Self) -> Bool { a.microsecondsSinceEpoch < b.microsecondsSinceEpoch }
 
     /// Parses PostgreSQL's text output (`2024-01-01 12:00:00.123456+00`, `+05:30`, or no offset
@@ -78,31 +82,41 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable {
             days -= 1
         }
         let (year, month, day) = civilFromDays(Int(days))
-        func two(_ value: Int) {
-            bytes.append(UInt8(0x30 + value / 10))
-            bytes.append(UInt8(0x30 + value % 10))
+        // Written into a stack buffer and appended once: appending byte by byte checked the
+        // array's uniqueness and capacity 32 times per timestamp (8% of a list's server CPU).
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
+            var count = 0
+            func put(_ byte: UInt8) {
+                buffer[count] = byte
+                count += 1
+            }
+            func two(_ value: Int) {
+                put(UInt8(truncatingIfNeeded: 0x30 + value / 10))
+                put(UInt8(truncatingIfNeeded: 0x30 + value % 10))
+            }
+            two(year / 100 % 100)
+            two(year % 100)
+            put(UInt8(ascii: "-"))
+            two(month)
+            put(UInt8(ascii: "-"))
+            two(day)
+            put(UInt8(ascii: "T"))
+            let sod = Int(secondOfDay)
+            two(sod / 3600)
+            put(UInt8(ascii: ":"))
+            two(sod / 60 % 60)
+            put(UInt8(ascii: ":"))
+            two(sod % 60)
+            if fraction != 0 {
+                let f = Int(fraction)
+                put(UInt8(ascii: "."))
+                two(f / 10_000)
+                two(f / 100 % 100)
+                two(f % 100)
+            }
+            for byte in "+00:00".utf8 { put(byte) }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<count]))
         }
-        two(year / 100 % 100)
-        two(year % 100)
-        bytes.append(UInt8(ascii: "-"))
-        two(month)
-        bytes.append(UInt8(ascii: "-"))
-        two(day)
-        bytes.append(UInt8(ascii: "T"))
-        let sod = Int(secondOfDay)
-        two(sod / 3600)
-        bytes.append(UInt8(ascii: ":"))
-        two(sod / 60 % 60)
-        bytes.append(UInt8(ascii: ":"))
-        two(sod % 60)
-        if fraction != 0 {
-            let f = Int(fraction)
-            bytes.append(UInt8(ascii: "."))
-            two(f / 10_000)
-            two(f / 100 % 100)
-            two(f % 100)
-        }
-        bytes.append(contentsOf: [UInt8(ascii: "+"), 0x30, 0x30, UInt8(ascii: ":"), 0x30, 0x30])
     }
 }
 

@@ -99,6 +99,16 @@ struct PostgresIntegrationTests {
         }
         let infinite = try #require(try await pool.query(PreparedStatement(name: "inf", sql: "SELECT 'infinity'::timestamptz", binaryResults: true)).first)
         #expect(throws: PostgresError.self) { try infinite.timestamp(0) }
+        // Outside years 1–9999 (what an ISO 8601 date without a sign can say): an error in both
+        // formats, as 'infinity' is, never digits of a wrong date.
+        let outside = "SELECT '0044-03-15 12:00:00+00 BC'::timestamptz AS bc, '10000-01-01 00:00:00+00'::timestamptz AS far"
+        for binaryResults in [false, true] {
+            let row = try #require(try await pool.query(PreparedStatement(name: "outside_\(binaryResults)", sql: outside, binaryResults: binaryResults)).first)
+            for column in [0, 1] {
+                var output: [UInt8] = []
+                #expect(throws: PostgresError.self, "column \(column), binary \(binaryResults)") { try row.writeISOTimestamp(column, into: &output) }
+            }
+        }
         await pool.shutdown(gracePeriod: .seconds(1))
     }
 
