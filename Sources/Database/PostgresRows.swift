@@ -139,7 +139,6 @@ public struct PostgresRow: Sendable {
         rows.isBinary ? bytes.map { String($0, radix: 16) }.joined(separator: " ") : String(decoding: bytes, as: UTF8.self)
     }
 
-
     public func int(_ name: String) throws -> Int { try int(index(of: name)) }
     public func string(_ name: String) throws -> String { try string(index(of: name)) }
     public func optionalString(_ name: String) throws -> String? { try optionalString(index(of: name)) }
@@ -198,11 +197,11 @@ func binaryInteger(_ bytes: ArraySlice<UInt8>) -> Int? {
     return Int(Int64(bitPattern: value << unused) >> Int64(unused))  // sign-extend
 }
 
-/// A binary `timestamp`/`timestamptz`: microseconds since 2000-01-01 UTC; nil for ±infinity.
+/// A binary `timestamp`/`timestamptz`: microseconds since 2000-01-01 UTC. nil for ±infinity and
+/// for dates outside years 1–9999 (BC, or five digits), as the text parser refuses them: ISO
+/// 8601 without a sign cannot write them.
 func binaryTimestamp(_ bytes: ArraySlice<UInt8>) -> PostgresTimestamp? {
     guard bytes.count == 8, let micros = binaryInteger(bytes) else { return nil }
-    // ±infinity and dates outside years 1–9999 (BC, or five digits) are refused, as the text
-    // parser refuses them: ISO 8601 without a sign cannot write them.
     let sinceUnixEpoch = Int64(micros).addingReportingOverflow(946_684_800_000_000)
     guard !sinceUnixEpoch.overflow, PostgresTimestamp.isoRange.contains(sinceUnixEpoch.partialValue) else { return nil }
     return PostgresTimestamp(microsecondsSinceEpoch: sinceUnixEpoch.partialValue)

@@ -184,8 +184,7 @@ public struct Router: HTTPResponder {
             case .literal(let literal):
                 guard literal.count == part.count, literal.elementsEqual(part) else { return nil }
             case .parameter(let name):
-                let text = String(decoding: part, as: UTF8.self)
-                guard !part.isEmpty, let value = percentDecode(text[...]) else { return nil }
+                guard !part.isEmpty, let value = percentDecode(String(decoding: part, as: UTF8.self)[...]) else { return nil }
                 parameters[name] = value
             }
             position += 1
