@@ -20,6 +20,7 @@ struct AppConfiguration: Sendable {
     var maxPendingInputBytes: Int
     var readBufferBytes: Int
     var maxPendingOutputBytes: Int
+    var maxConnections: Int
     var corsOrigins: [String]
     var logLevel: Logger.Level
     var shutdownGrace: Duration
@@ -27,7 +28,7 @@ struct AppConfiguration: Sendable {
     static let defaultCORSOrigins = ["http://localhost:5173", "http://localhost:3000", "https://taskm.duckdns.org"]
 
     /// Reads and checks every variable; the first bad one throws a `ConfigurationError` naming it.
-    init(environment: [String: String], cpus: Int = availableCPUs()) throws {
+    init(environment: [String: String], cpus: Int = availableCPUs(), defaultConnections: Int = defaultMaxConnections()) throws {
         let reader = EnvironmentReader(environment)
         guard let url = environment["DATABASE_URL"] else {
             throw ConfigurationError(variable: "DATABASE_URL", message: "is not set (use `make run` for a local database)")
@@ -51,6 +52,7 @@ struct AppConfiguration: Sendable {
         maxPendingInputBytes = try reader.int("HTTP_MAX_PENDING_INPUT_BYTES", default: 65_536, range: 1024...1_073_741_824)
         readBufferBytes = try reader.int("HTTP_READ_BUFFER_BYTES", default: 65_536, range: 512...16_777_216)
         maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: 262_144, range: 1024...1_073_741_824)
+        maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: defaultConnections, range: 1...1_000_000)
         shutdownGrace = .seconds(try reader.int("SHUTDOWN_GRACE_S", default: 25, range: 0...3600))
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)

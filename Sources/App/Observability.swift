@@ -15,12 +15,24 @@ struct ObservabilityMiddleware: HTTPMiddleware {
         let elapsed = ContinuousClock.now - request.receivedAt
         let route = request.route ?? "unmatched"
         let status = response.status
-        metrics.record(route: route, method: request.method.rawValue, status: status, duration: elapsed)
+        let method = Self.methodLabel(request.method)
+        metrics.record(route: route, method: method, status: status, duration: elapsed)
         logger.info("request", metadata: [
-            "method": "\(request.method)", "route": "\(route)", "status": "\(status)",
+            "method": "\(method)", "route": "\(route)", "status": "\(status)",
             "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
             "request_id": "\(request.requestID)",
         ])
+    }
+}
+
+extension ObservabilityMiddleware {
+    /// The methods the router serves; any other is counted and logged as `other`, so what a
+    /// client sends can never add a metric series (route labels are templates or `unmatched`,
+    /// statuses come from the code).
+    static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]
+
+    static func methodLabel(_ method: HTTPMethod) -> String {
+        knownMethods.contains(method.rawValue) ? method.rawValue : "other"
     }
 }
 

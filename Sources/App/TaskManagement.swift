@@ -11,6 +11,7 @@ import ServiceLifecycle
 @main
 enum TaskManagement {
     static func main() async {
+        raiseOpenFileLimit()
         let configuration: AppConfiguration
         do {
             configuration = try AppConfiguration(environment: ProcessInfo.processInfo.environment)
@@ -85,7 +86,8 @@ struct Application: Sendable {
                 host: configuration.host, port: configuration.port, eventLoops: configuration.eventLoops,
                 maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
                 timeout: configuration.httpTimeout, maxPendingOutputBytes: configuration.maxPendingOutputBytes,
-                maxPendingInputBytes: configuration.maxPendingInputBytes, readBufferBytes: configuration.readBufferBytes
+                maxPendingInputBytes: configuration.maxPendingInputBytes, readBufferBytes: configuration.readBufferBytes,
+                maxConnections: configuration.maxConnections
             ),
             responder: router, logger: logger, eventLoops: eventLoops
         )

@@ -1,6 +1,7 @@
-/// Cross-origin headers for the allowed origins: `Access-Control-Allow-Origin: <origin>` with
-/// `Vary: Origin` on their requests, and 204 answers to their preflight `OPTIONS` requests.
-/// Other origins get no CORS headers at all.
+/// Cross-origin headers for the allowed origins: `Access-Control-Allow-Origin: <origin>` on their
+/// requests, and 204 answers to their preflight `OPTIONS` requests for a method the route
+/// serves. Other origins get no CORS headers. Every answer carries `Vary: Origin`, since it
+/// depends on the origin (a shared cache must not hand one origin's answer to another).
 public struct CORSMiddleware: HTTPMiddleware {
     private let allowedOrigins: Set<String>
     private let allowedMethods: String
@@ -14,8 +15,8 @@ public struct CORSMiddleware: HTTPMiddleware {
     }
 
     public func willHandle(_ request: HTTPRequest) -> HTTPResponse? {
-        guard request.method == .options, request.route != nil,
-              request.headers.contains("Access-Control-Request-Method"), let origin = allowedOrigin(of: request) else {
+        guard request.method == .options, request.route != nil, isServedPreflight(request) == true,
+              let origin = allowedOrigin(of: request) else {
             return nil
         }
         var headers = HTTPHeaders()
@@ -29,9 +30,19 @@ public struct CORSMiddleware: HTTPMiddleware {
     }
 
     public func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {
+        if response.headers["Vary"] == nil { response.headers["Vary"] = "Origin" }
         guard let origin = allowedOrigin(of: request) else { return }
+        // A preflight for a method the route does not serve gets no CORS headers (the router's
+        // plain OPTIONS answer), so the browser refuses the actual request.
+        if request.method == .options, isServedPreflight(request) == false { return }
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
+    }
+
+    /// For a preflight, whether the route serves the method it asks about; nil for any other request.
+    private func isServedPreflight(_ request: HTTPRequest) -> Bool? {
+        guard request.method == .options, let requested = request.headers["Access-Control-Request-Method"] else { return nil }
+        let method = HTTPMethod(requested)
+        return request.routeMethods.contains(method) || (method == .head && request.routeMethods.contains(.get))
     }
 
     /// The request's `Origin` when it is one of the allowed.

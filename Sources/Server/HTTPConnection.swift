@@ -13,6 +13,11 @@ import Logging
 /// request is answered, later bytes wait in `input` up to `maxPendingInputBytes`, beyond which
 /// reading pauses. Answers are written to the socket at once; only what the kernel does not take
 /// waits in `pendingOutput` for the write event.
+///
+/// Every state has an absolute deadline on one timer, set when the state is entered and never
+/// pushed back by input: waiting for and reading a request, handling it, writing its answer
+/// (`HTTP_TIMEOUT_S` each), lingering after an error (`lingerTimeout`). A client trickling one
+/// byte a second gains nothing.
 final class HTTPConnection: @unchecked Sendable {  // every mutable property is touched only on `owner.loop`'s thread
     private enum State {
         /// Waiting for (more of) a request.
@@ -33,6 +38,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     private let socket: Int32
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
+    /// The current state's deadline (a plain timer, armed on each state change).
+    private var deadlineEvent: OpaquePointer?
     /// Answer bytes the kernel has not taken yet (an evbuffer), written when the socket is writable.
     private var pendingOutput: OpaquePointer?
     private var input: [UInt8] = []
@@ -46,8 +53,6 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     private var readPaused = false
     /// The write event is registered.
     private var writeArmed = false
-    /// When the first byte of the request being read arrived (for the whole-request timeout).
-    private var requestStartedAt: ContinuousClock.Instant?
     /// `process()` is on the stack (an answer given during `dispatch` must not re-enter it).
     private var processing = false
 
@@ -71,13 +76,24 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
             withExtendedLifetime(connection) { connection.onWriteEvent(what) }
         }, me)
+        deadlineEvent = event_new(base, -1, 0, { _, _, context in
+            let connection = Unmanaged<HTTPConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.onDeadline() }
+        }, me)
         pendingOutput = evbuffer_new()
-        guard let readEvent, writeEvent != nil, pendingOutput != nil else {
+        guard let readEvent, writeEvent != nil, deadlineEvent != nil, pendingOutput != nil else {
             close()
             return
         }
-        var timeout = owner.ioTimeout
-        event_add(readEvent, &timeout)
+        event_add(readEvent, nil)
+        armDeadline(owner.ioTimeout)
+    }
+
+    /// Sets the deadline of the state just entered (`timeout` is one of the loop's common timeouts).
+    private func armDeadline(_ timeout: timeval) {
+        guard let deadlineEvent else { return }
+        var timeout = timeout
+        event_add(deadlineEvent, &timeout)
     }
 
     /// True when no request is being read, handled or answered (safe to close when draining).
@@ -88,10 +104,6 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     // MARK: Events
 
     private func onReadEvent(_ what: Int16) {
-        if what & Int16(EV_TIMEOUT) != 0 {
-            onReadTimeout()
-            return
-        }
         switch state {
         case .lingering:
             discardInput()
@@ -113,12 +125,11 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         let buffer = owner.readBuffer
         let count = recv(socket, buffer.baseAddress, buffer.count, 0)
         if count > 0 {
-            if input.isEmpty && requestStartedAt == nil { requestStartedAt = .now }
             input.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
             if !busy { process() }
         } else if count == 0 {
             onEndOfInput()
-        } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+        } else if !isTransientSocketError(errno) {
             close()
         }
     }
@@ -142,17 +153,22 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
     }
 
-    private func onReadTimeout() {
+    /// The current state ran out of time.
+    private func onDeadline() {
         switch state {
-        case .handling, .closingAfterWrite:
-            // Nothing to read while an answer is pending is no stall (the write side has its own timeout).
-            break
-        case .reading where waitingForOutput:
-            break
+        case .reading where waitingForOutput || hasPendingOutput, .closingAfterWrite where hasPendingOutput:
+            abort()  // the client does not read its answers
         case .reading where parser.isMidRequest(input):
             fail(RequestParseError(status: 408, message: "Request timed out"))
-        default:
+        case .handling:
+            // The handler overran (its database work has deadlines of its own, so this is a
+            // bug or a stall): the client is told, and the handler's late answer is dropped.
+            context.logger.warning("request handler overran the timeout; answering 503")
+            fail(RequestParseError(status: 503, message: "Request timed out"))
+        case .reading, .closingAfterWrite, .lingering:
             close()
+        case .closed:
+            break
         }
     }
 
@@ -160,17 +176,17 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     private func discardInput() {
         let buffer = owner.readBuffer
         let count = recv(socket, buffer.baseAddress, buffer.count, 0)
-        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        if count == 0 || (count < 0 && !isTransientSocketError(errno)) {
             close()
         }
     }
 
     private func onWriteEvent(_ what: Int16) {
-        guard what & Int16(EV_TIMEOUT) == 0, let pendingOutput else {
+        guard let pendingOutput else {
             close()
             return
         }
-        if evbuffer_write(pendingOutput, socket) < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+        if evbuffer_write(pendingOutput, socket) < 0 && !isTransientSocketError(errno) {
             close()
             return
         }
@@ -206,8 +222,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 
     private func resumeReading() {
         guard readPaused, !peerClosedInput, let readEvent else { return }
-        var timeout = owner.ioTimeout
-        event_add(readEvent, &timeout)
+        event_add(readEvent, nil)
         readPaused = false
     }
 
@@ -222,11 +237,6 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         processing = true
         defer { processing = false }
         while state == .reading, !waitingForOutput {
-            if let started = requestStartedAt, parser.isMidRequest(input),
-               ContinuousClock.now - started > context.configuration.timeout {
-                fail(RequestParseError(status: 408, message: "Request timed out"))
-                return
-            }
             switch parser.parse(&input) {
             case .incomplete(let sendContinue):
                 if peerClosedInput {
@@ -237,13 +247,14 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
                     let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
                     send(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount))
                 }
-                if input.isEmpty { requestStartedAt = nil }
+                if input.isEmpty && input.capacity > Self.idleInputCapacity {
+                    input = []  // an idle connection gives back what a large request made it hold
+                }
                 return
             case .failure(let error):
                 fail(error)
                 return
             case .request(let head, let body):
-                requestStartedAt = input.isEmpty ? nil : .now
                 dispatch(head, body: body)
             }
         }
@@ -264,6 +275,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             finish(response, to: head, requestID: request.requestID)
             return
         }
+        armDeadline(owner.ioTimeout)  // the handler's time (synchronous answers need none)
         let responder = context.responder
         let loop = owner.loop
         // The handler starts at once on this thread and, after any suspension, resumes on this
@@ -294,6 +306,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             return
         }
         state = .reading
+        // One window for writing this answer and reading the next request.
+        armDeadline(owner.ioTimeout)
         if let pendingOutput, evbuffer_get_length(pendingOutput) > context.configuration.maxPendingOutputBytes {
             waitingForOutput = true
             return
@@ -305,8 +319,11 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     /// Answers a request that could not be read, then closes (after lingering).
     private func fail(_ error: RequestParseError) {
         guard state != .closed else { return }
-        write(.error(error.status, error.message), keepAlive: false, http10: false, omitBody: false, requestID: nil)
-        input.removeAll()
+        var response = HTTPResponse.error(error.status, error.message)
+        if error.status == 503 { response.headers["Retry-After"] = "1" }
+        write(response, keepAlive: false, http10: false, omitBody: false, requestID: nil)
+        input = []
+        armDeadline(owner.ioTimeout)
         closeAfterWrite()
     }
 
@@ -359,8 +376,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         guard sent < bytes.count else { return }
         evbuffer_add(pendingOutput, bytes.baseAddress! + sent, bytes.count - sent)
         if !writeArmed {
-            var timeout = owner.ioTimeout
-            event_add(writeEvent, &timeout)
+            event_add(writeEvent, nil)
             writeArmed = true
         }
     }
@@ -372,10 +388,9 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         guard let readEvent else { return }
         state = .lingering
         shutdown(socket, Int32(SHUT_WR))
-        event_del(readEvent)
-        var linger = timeval(context.configuration.lingerTimeout)
-        event_add(readEvent, &linger)
+        event_add(readEvent, nil)
         readPaused = false
+        armDeadline(owner.lingerTimeout)
     }
 
     /// Frees the socket now; a handler still running later finds the connection closed.
@@ -384,13 +399,23 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         state = .closed
         if let readEvent { event_free(readEvent) }
         if let writeEvent { event_free(writeEvent) }
+        if let deadlineEvent { event_free(deadlineEvent) }
         if let pendingOutput { evbuffer_free(pendingOutput) }
         readEvent = nil
         writeEvent = nil
+        deadlineEvent = nil
         pendingOutput = nil
         Glibc.close(socket)
         input = []
         owner.connectionClosed(self)
+    }
+
+    /// Closes with a reset: what the kernel still holds for a client that stopped reading is
+    /// dropped too, rather than trickled out after the close.
+    private func abort() {
+        var reset = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(socket, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close()
     }
 
     /// Closes if idle; otherwise the current request's answer is the last. Used when draining.
@@ -402,6 +427,17 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
         return false
     }
+}
+
+extension HTTPConnection {
+    /// Input capacity an idle connection may keep; a larger buffer (left by a large request)
+    /// is given back once the connection has nothing to parse.
+    static let idleInputCapacity = 4096
+}
+
+/// EAGAIN, EWOULDBLOCK and EINTR: try again later, not a failure of the socket.
+func isTransientSocketError(_ code: Int32) -> Bool {
+    code == EAGAIN || code == EWOULDBLOCK || code == EINTR
 }
 
 /// Appends `name: value` and CRLF.

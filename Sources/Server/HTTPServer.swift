@@ -110,6 +110,11 @@ final class ServerContext: Sendable {
     let inFlight = Atomic<Int>(0)
     /// Counts accepted connections, to hand them to the loops in turn.
     let accepted = Atomic<Int>(0)
+    /// Connections open across all loops (at most `configuration.maxConnections`).
+    let openConnections = Atomic<Int>(0)
+    /// True while the connection limit is reached: every loop's listener is disabled, and the
+    /// kernel's backlog holds new connections until one closes.
+    let atConnectionLimit = Atomic<Bool>(false)
     private let draining = Atomic<Bool>(false)
 
     init(responder: any HTTPResponder, configuration: ServerConfiguration, logger: Logger) {
@@ -134,10 +139,16 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     /// in turn (a burst of connects would otherwise land on whichever loop woke first).
     var peers: [ServerLoop] = []
     private var listener: OpaquePointer?
+    /// Whether `listener` is enabled (it is disabled at the connection limit and after EMFILE).
+    private var listening = false
+    /// Set after `accept` failed for lack of descriptors or memory, until the retry delay ends.
+    private var acceptBackingOff = false
     private var connections: [ObjectIdentifier: HTTPConnection] = [:]
     /// The connections' read and write timeout, as a libevent common timeout (equal timeouts kept
     /// in a queue rather than the timer heap).
     let ioTimeout: timeval
+    /// How long a connection lingers after an error answer (a common timeout as well).
+    let lingerTimeout: timeval
     /// Where this loop's connections `recv` into before keeping the bytes.
     let readBuffer: UnsafeMutableRawBufferPointer
 
@@ -146,6 +157,8 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
         self.context = context
         var timeout = timeval(context.configuration.timeout)
         ioTimeout = event_base_init_common_timeout(loop.base, &timeout)?.pointee ?? timeout
+        var linger = timeval(context.configuration.lingerTimeout)
+        lingerTimeout = event_base_init_common_timeout(loop.base, &linger)?.pointee ?? linger
         readBuffer = .allocate(byteCount: context.configuration.readBufferBytes, alignment: 16)
     }
 
@@ -159,12 +172,66 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
             let serverLoop = Unmanaged<ServerLoop>.fromOpaque(context!).takeUnretainedValue()
             serverLoop.accept(socket)
         }, me, LEV_OPT_CLOSE_ON_EXEC, 0, socket)
-        if listener == nil {
+        guard let listener else {
             context.logger.critical("evconnlistener_new failed", metadata: ["loop": "\(loop.name)"])
+            return
+        }
+        // Without an error callback, a failing accept (EMFILE) leaves the socket readable and
+        // the loop spinning on it.
+        evconnlistener_set_error_cb(listener) { _, context in
+            Unmanaged<ServerLoop>.fromOpaque(context!).takeUnretainedValue().acceptFailed(errno)
+        }
+        listening = true
+        updateListening()
+    }
+
+    /// `accept` failed. Out of descriptors or memory: pause this listener for a moment (the
+    /// backlog keeps the clients) instead of retrying at once; anything else is logged.
+    private func acceptFailed(_ code: Int32) {
+        context.logger.warning("accept failed", metadata: ["error": "\(String(cString: strerror(code)))"])
+        guard code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM else { return }
+        acceptBackingOff = true
+        updateListening()
+        loop.schedule(after: Self.acceptRetryDelay) { [self] in
+            acceptBackingOff = false
+            updateListening()
+        }
+    }
+
+    /// How long a listener rests after `accept` ran out of descriptors or memory.
+    static let acceptRetryDelay = Duration.milliseconds(100)
+
+    /// Enables or disables this loop's listener to match the connection limit and back-off.
+    private func updateListening() {
+        guard let listener else { return }
+        let wanted = !acceptBackingOff && !context.atConnectionLimit.load(ordering: .relaxed) && !context.isDraining
+        guard wanted != listening else { return }
+        listening = wanted
+        if wanted { evconnlistener_enable(listener) } else { evconnlistener_disable(listener) }
+    }
+
+    /// Tells every loop to re-check its listener (the limit flag changed).
+    private func updateAllListeners() {
+        for peer in peers {
+            if peer === self { updateListening() } else { peer.loop.execute { peer.updateListening() } }
         }
     }
 
     private func accept(_ socket: Int32) {
+        // At the limit every listener is disabled; this one at once (libevent then stops its
+        // accept loop), the others when their loops next turn. A loop that accepts in that
+        // moment sees the count and disables itself too, so the limit is passed by at most
+        // one connection per other loop, and nobody who got through is refused.
+        let limit = context.configuration.maxConnections
+        let open = context.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+        if open >= limit {
+            if !context.atConnectionLimit.exchange(true, ordering: .relaxed) {
+                context.logger.warning("connection limit reached; not accepting until one closes", metadata: ["limit": "\(limit)"])
+                updateAllListeners()
+            } else {
+                updateListening()
+            }
+        }
         let target = peers.isEmpty ? self : peers[context.accepted.wrappingAdd(1, ordering: .relaxed).oldValue % peers.count]
         if target === self {
             adopt(socket)
@@ -177,6 +244,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     private func adopt(_ socket: Int32) {
         guard !context.isDraining else {
             _ = Glibc.close(socket)
+            connectionGone()
             return
         }
         evutil_make_socket_nonblocking(socket)
@@ -189,6 +257,16 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
 
     func connectionClosed(_ connection: HTTPConnection) {
         connections[ObjectIdentifier(connection)] = nil
+        connectionGone()
+    }
+
+    /// One accepted socket fewer; below the limit, the listeners resume.
+    private func connectionGone() {
+        let open = context.openConnections.wrappingSubtract(1, ordering: .relaxed).newValue
+        if open < context.configuration.maxConnections,
+           context.atConnectionLimit.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged {
+            updateAllListeners()
+        }
     }
 
     /// Frees this loop's listener (the shared socket stays open); returns once done.
@@ -197,6 +275,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
             loop.execute { [self] in
                 if let listener { evconnlistener_free(listener) }
                 listener = nil
+                listening = false
                 continuation.resume()
             }
         }

@@ -76,6 +76,8 @@ public struct HTTPRequest: Sendable {
     public var route: String?
     /// Path parameters of the matched route, percent-decoded.
     public var parameters = PathParameters()
+    /// For an OPTIONS request to a known path: the methods routed there (else empty).
+    public internal(set) var routeMethods: [HTTPMethod] = []
     /// When the request was read in full (the start of its handling time).
     public var receivedAt: ContinuousClock.Instant
     /// The route `Router.respondImmediately` left for `respond(to:)` to await.

@@ -33,8 +33,14 @@ struct RequestParser {
 
     private enum State {
         case head
+        /// A `Content-Length` body: its bytes stay in the buffer behind the head until all are in.
         case body(RequestHead, BodyFraming, headLength: Int, continueSent: Bool)
+        /// A chunked body: the head is consumed, the decoder takes the body as it arrives.
+        case chunked(RequestHead, ChunkedBodyDecoder, continueSent: Bool)
     }
+
+    /// Longest method accepted (longer than any this server implements: 501, RFC 9110 §9.1).
+    static let maxMethodBytes = 16
 
     let maxHeaderBytes: Int
     let maxBodyBytes: Int
@@ -49,8 +55,8 @@ struct RequestParser {
 
     /// True when some bytes of a request that is not yet complete have arrived.
     func isMidRequest(_ buffer: [UInt8]) -> Bool {
-        if case .body = state { return true }
-        return !buffer.isEmpty
+        if case .head = state { return !buffer.isEmpty }
+        return true
     }
 
     /// Parses from the start of `buffer`; a complete request's bytes are removed from it.
@@ -69,51 +75,64 @@ struct RequestParser {
             let framing: BodyFraming
             do {
                 head = try parseHead(buffer[0..<headLength])
-                framing = try bodyFraming(head.headers)
+                framing = try bodyFraming(head)
             } catch let error as RequestParseError {
                 return .failure(error)
             } catch {
                 return .failure(RequestParseError(status: 400, message: "Bad request"))
             }
-            if case .length(let length) = framing, length > maxBodyBytes {
-                return .failure(RequestParseError(status: 413, message: "Request body too large"))
+            switch framing {
+            case .length(let length):
+                if length > maxBodyBytes {
+                    return .failure(RequestParseError(status: 413, message: "Request body too large"))
+                }
+                state = .body(head, framing, headLength: headLength, continueSent: false)
+            case .chunked:
+                buffer.removeSubrange(0..<headLength)
+                let decoder = ChunkedBodyDecoder(maxBodyBytes: maxBodyBytes, maxTrailerBytes: maxHeaderBytes - headLength)
+                state = .chunked(head, decoder, continueSent: false)
             }
-            state = .body(head, framing, headLength: headLength, continueSent: false)
         }
-        guard case .body(let head, let framing, let headLength, let continueSent) = state else {
-            preconditionFailure("parser state must be .body here")
-        }
-        switch framing {
-        case .length(let length):
-            guard buffer.count - headLength >= length else {
-                return incomplete(head, framing, headLength, continueSent)
+        switch state {
+        case .head:
+            return .incomplete(sendContinue: false)
+        case .body(let head, let framing, let headLength, let continueSent):
+            guard case .length(let length) = framing, buffer.count - headLength >= length else {
+                return incomplete(head, continueSent)
             }
             let body = Array(buffer[headLength..<headLength + length])
             buffer.removeSubrange(0..<headLength + length)
             reset()
             return .request(head, body: body)
-        case .chunked:
-            switch decodeChunked(buffer, from: headLength, limit: maxBodyBytes) {
-            case .incomplete:
-                return incomplete(head, framing, headLength, continueSent)
-            case .invalid:
-                return .failure(RequestParseError(status: 400, message: "Malformed chunked body"))
-            case .tooLarge:
-                return .failure(RequestParseError(status: 413, message: "Request body too large"))
-            case .complete(let body, let end):
-                buffer.removeSubrange(0..<end)
+        case .chunked(let head, var decoder, let continueSent):
+            state = .head  // the decoder is moved out while it runs (no copy of its body)
+            let (consumed, outcome) = buffer.withUnsafeBufferPointer { decoder.consume($0) }
+            buffer.removeSubrange(0..<consumed)
+            switch outcome {
+            case .needMore:
+                state = .chunked(head, decoder, continueSent: continueSent)
+                return incomplete(head, continueSent)
+            case .failure(let error):
+                return .failure(error)
+            case .complete:
                 reset()
-                return .request(head, body: body)
+                return .request(head, body: decoder.takeBody())
             }
         }
     }
 
-    private mutating func incomplete(_ head: RequestHead, _ framing: BodyFraming, _ headLength: Int, _ continueSent: Bool) -> Result {
-        if head.expectsContinue && !continueSent {
+    /// Asks for `100 Continue` once, the first time a request that expects it waits for its body.
+    private mutating func incomplete(_ head: RequestHead, _ continueSent: Bool) -> Result {
+        guard head.expectsContinue && !continueSent else { return .incomplete(sendContinue: false) }
+        switch state {
+        case .body(let head, let framing, let headLength, _):
             state = .body(head, framing, headLength: headLength, continueSent: true)
-            return .incomplete(sendContinue: true)
+        case .chunked(let head, let decoder, _):
+            state = .chunked(head, decoder, continueSent: true)
+        case .head:
+            break
         }
-        return .incomplete(sendContinue: false)
+        return .incomplete(sendContinue: true)
     }
 
     private mutating func reset() {
@@ -157,6 +176,7 @@ struct RequestParser {
             var connectionClose = false
             var connectionKeepAlive = false
             var expectsContinue = false
+            var hostFields = 0
             while let line = lines.next() {
                 if line.isEmpty { continue }
                 guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw bad("Malformed header line") }
@@ -167,7 +187,7 @@ struct RequestParser {
                 while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
                 while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
                 let value = UnsafeBufferPointer(rebasing: line[valueStart..<valueEnd])
-                guard value.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }) else { throw bad("Malformed header value") }
+                guard value.allSatisfy(isFieldValueByte) else { throw bad("Malformed header value") }
                 let field = (name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
                 if asciiCaseInsensitiveEquals(field.name, "Connection") {
                     for token in field.value.split(separator: ",") {
@@ -177,9 +197,14 @@ struct RequestParser {
                     }
                 } else if asciiCaseInsensitiveEquals(field.name, "Expect"), asciiCaseInsensitiveEquals(field.value, "100-continue") {
                     expectsContinue = true
+                } else if asciiCaseInsensitiveEquals(field.name, "Host") {
+                    guard value.allSatisfy(isHostByte) else { throw bad("Invalid Host header") }
+                    hostFields += 1
                 }
                 fields.append(field)
             }
+            // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; no request has two.
+            if hostFields > 1 || (minor == 1 && hostFields == 0) { throw bad("Exactly one Host header is required") }
             return RequestHead(
                 method: method, target: target, minorVersion: minor, headers: HTTPHeaders(fields),
                 keepAlive: minor == 1 ? !connectionClose : connectionKeepAlive,
@@ -198,6 +223,9 @@ struct RequestParser {
         let target = UnsafeBufferPointer(rebasing: line[(firstSpace + 1)..<secondSpace])
         let version = UnsafeBufferPointer(rebasing: line[(secondSpace + 1)...])
         guard !method.isEmpty, method.allSatisfy(isTokenByte), !target.isEmpty else { throw bad("Malformed request line") }
+        guard method.count <= Self.maxMethodBytes else {
+            throw RequestParseError(status: 501, message: "Method not implemented")
+        }
         let minor: Int
         if version.elementsEqual("HTTP/1.1".utf8) {
             minor = 1
@@ -215,13 +243,18 @@ struct RequestParser {
         return (HTTPMethod(String(decoding: method, as: UTF8.self)), String(decoding: target, as: UTF8.self), minor)
     }
 
-    private func bodyFraming(_ headers: HTTPHeaders) throws -> BodyFraming {
+    /// RFC 9112 §6: chunked only on HTTP/1.1, as the final (and here only) coding, never with a
+    /// `Content-Length`; anything else that leaves the length in doubt is refused.
+    private func bodyFraming(_ head: RequestHead) throws -> BodyFraming {
+        let headers = head.headers
         let transferEncodings = headers.values("Transfer-Encoding")
         let lengths = headers.values("Content-Length")
         if !transferEncodings.isEmpty {
+            guard head.minorVersion == 1 else { throw bad("Transfer-Encoding on HTTP/1.0") }
             guard lengths.isEmpty else { throw bad("Both Content-Length and Transfer-Encoding") }
             let codings = transferEncodings.flatMap { $0.split(separator: ",") }.map { $0.trimmingASCIISpaces().lowercased() }
-            guard codings == ["chunked"] else {
+            guard codings.last == "chunked" else { throw bad("chunked must be the final transfer coding") }
+            guard codings.count == 1 else {
                 throw RequestParseError(status: 501, message: "Transfer-Encoding not supported")
             }
             return .chunked
@@ -240,63 +273,6 @@ struct RequestParser {
     private func bad(_ message: String) -> RequestParseError { RequestParseError(status: 400, message: message) }
 }
 
-// MARK: - Chunked bodies
-
-enum ChunkedDecodeResult: Equatable {
-    case incomplete
-    case invalid
-    case tooLarge
-    case complete(body: [UInt8], end: Int)
-}
-
-/// Decodes a chunked body that starts at `start`, without trailers kept; `end` is the offset just
-/// past the final blank line.
-func decodeChunked(_ buffer: [UInt8], from start: Int, limit: Int) -> ChunkedDecodeResult {
-    var body: [UInt8] = []
-    var index = start
-    func readLine() -> ArraySlice<UInt8>?? {
-        guard let newline = buffer[index...].firstIndex(of: UInt8(ascii: "\n")) else {
-            return buffer.count - index > 4096 ? .some(nil) : nil
-        }
-        var line = buffer[index..<newline]
-        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-        index = newline + 1
-        return .some(line)
-    }
-    while true {
-        guard let maybeLine = readLine() else { return .incomplete }
-        guard let line = maybeLine else { return .invalid }
-        let sizeText = line.prefix(while: { $0 != UInt8(ascii: ";") }).drop(while: { $0 == 0x20 })
-        guard !sizeText.isEmpty, sizeText.count <= 8 else { return sizeText.isEmpty ? .invalid : .tooLarge }
-        var size = 0
-        for byte in sizeText {
-            if byte == 0x20 || byte == 0x09 { break }
-            guard let digit = hexValue(byte) else { return .invalid }
-            size = size << 4 | Int(digit)
-        }
-        if size == 0 {
-            while true {
-                guard let maybeTrailer = readLine() else { return .incomplete }
-                guard let trailer = maybeTrailer else { return .invalid }
-                if trailer.isEmpty { return .complete(body: body, end: index) }
-            }
-        }
-        guard body.count + size <= limit else { return .tooLarge }
-        guard buffer.count - index >= size + 1 else { return .incomplete }
-        body.append(contentsOf: buffer[index..<index + size])
-        index += size
-        if buffer[index] == UInt8(ascii: "\r") {
-            guard buffer.count - index >= 2 else { return .incomplete }
-            guard buffer[index + 1] == UInt8(ascii: "\n") else { return .invalid }
-            index += 2
-        } else if buffer[index] == UInt8(ascii: "\n") {
-            index += 1
-        } else {
-            return .invalid
-        }
-    }
-}
-
 // MARK: - Helpers
 
 /// RFC 9110 `tchar`.
@@ -306,6 +282,16 @@ func isTokenByte(_ byte: UInt8) -> Bool {
         return true
     default:
         return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+    }
+}
+
+/// A byte of a Host value: `uri-host [ ":" port ]` (reg-name, IP literal, percent escapes).
+func isHostByte(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        return true
+    default:
+        return "-._~!$&'()*+,;=:%[]".utf8.contains(byte)
     }
 }
 

@@ -75,7 +75,9 @@ public struct Router: HTTPResponder {
             // The path exists with other methods: 405 (or 204 to a plain OPTIONS) with `Allow`.
             request.route = routes[index].template
             request.parameters = parameters
-            let allow = Self.allowHeader(routes.filter { match($0.segments, request.path) != nil }.map(\.method))
+            let methods = routes.filter { match($0.segments, request.path) != nil }.map(\.method)
+            request.routeMethods = methods
+            let allow = Self.allowHeader(methods)
             answer = request.method == .options
                 ? .success(HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allow)])))
                 : .failure(HTTPError(405, "Method not allowed", headers: [("Allow", allow)]))

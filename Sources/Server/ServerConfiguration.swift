@@ -26,13 +26,16 @@ public struct ServerConfiguration: Sendable {
     public var maxPendingInputBytes: Int
     /// The most a connection takes from its socket in one `recv` (one buffer of this size per loop).
     public var readBufferBytes: Int
+    /// Most client connections open at once; at the limit the server stops accepting (the
+    /// kernel's backlog holds the rest) and resumes when one closes.
+    public var maxConnections: Int
 
     public init(
         host: String = "0.0.0.0", port: Int = 5555, eventLoops: Int = availableCPUs(),
         maxBodyBytes: Int = 1_048_576, maxHeaderBytes: Int = 16_384,
         timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024,
         maxPendingOutputBytes: Int = 256 * 1024, maxPendingInputBytes: Int = 64 * 1024,
-        readBufferBytes: Int = 64 * 1024
+        readBufferBytes: Int = 64 * 1024, maxConnections: Int = defaultMaxConnections()
     ) {
         self.host = host
         self.port = port
@@ -45,7 +48,47 @@ public struct ServerConfiguration: Sendable {
         self.maxPendingOutputBytes = maxPendingOutputBytes
         self.maxPendingInputBytes = maxPendingInputBytes
         self.readBufferBytes = max(1, readBufferBytes)
+        self.maxConnections = max(1, maxConnections)
     }
+}
+
+/// Descriptors kept out of the connection budget: the listening socket, PostgreSQL
+/// connections, libevent's own, logs, files a scrape or a test may open.
+public let reservedDescriptors = 256
+
+/// Ceiling of the default connection limit, whatever the descriptor limit allows.
+public let maxDefaultConnections = 16_384
+
+/// The default for `maxConnections`: what the open-file limit leaves after
+/// `reservedDescriptors`, and no more than half of a cgroup memory limit (a Kubernetes
+/// memory limit) spent on idle connections of `idleConnectionBytes` each.
+public func defaultMaxConnections(
+    idleConnectionBytes: Int = 8192, memoryLimitFile: String = "/sys/fs/cgroup/memory.max"
+) -> Int {
+    var limit = rlimit()
+    var connections = maxDefaultConnections
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {
+        connections = min(connections, Int(limit.rlim_cur) - reservedDescriptors)
+    }
+    if let text = try? String(contentsOfFile: memoryLimitFile, encoding: .utf8),
+       let bytes = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+        connections = min(connections, bytes / 2 / idleConnectionBytes)
+    }
+    return max(64, connections)
+}
+
+/// Raises this process's soft open-file limit to its hard limit (a server holds a descriptor
+/// per client); returns the soft limit now in force.
+@discardableResult
+public func raiseOpenFileLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return limit.rlim_cur == rlim_t.max ? Int.max : Int(limit.rlim_cur)
 }
 
 /// The CPUs this process may use: the smaller of the scheduler affinity and the cgroup v2 quota

@@ -70,7 +70,7 @@ struct BinaryTests {
                         while true {
                             let body = "{\"title\": \"c\(client)\"}"
                             do {
-                                try connection.send("POST /api/tasks HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+                                try connection.send("POST /api/tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
                             } catch { break }
                             guard let response = try? connection.readResponse() else { break }
                             if response.status == 201 { ok += 1 } else { bad += 1 }

@@ -223,7 +223,7 @@ struct TaskAPITests {
                         var ids: [Int] = []
                         for index in 0..<20 {
                             let body = "{\"title\": \"c\(client) t\(index)\"}"
-                            try connection.send("POST /api/tasks HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+                            try connection.send("POST /api/tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
                             let response = try connection.readResponse()
                             guard response.status == 201 else { throw TestClientError("status \(response.status): \(response.text)") }
                             ids.append(try response.jsonObject()["id"] as! Int)

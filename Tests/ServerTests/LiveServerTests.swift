@@ -6,7 +6,7 @@ import TestSupport
 @testable import Server
 
 /// A responder for the live tests: echo, slow, and id routes.
-private struct TestResponder: HTTPResponder {
+struct TestResponder: HTTPResponder {
     let router: Router
 
     init() {
@@ -27,7 +27,7 @@ private struct TestResponder: HTTPResponder {
 }
 
 /// Starts a server on port 0 and stops it after `body`.
-private func withServer(
+func withServer(
     _ configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (HTTPServer, Int) async throws -> Void
 ) async throws {
@@ -67,9 +67,9 @@ struct LiveServerTests {
                     #expect(response.header("Connection") == nil)
                 }
                 // An error answer on a request read whole leaves the connection usable.
-                try connection.send("POST /nowhere HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+                try connection.send("POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
                 #expect(try connection.readResponse().status == 404)
-                try connection.send("GET /id/x HTTP/1.1\r\n\r\n")
+                try connection.send("GET /id/x HTTP/1.1\r\nHost: t\r\n\r\n")
                 #expect(try connection.readResponse().text == "id=x")
             }
         }
@@ -80,7 +80,7 @@ struct LiveServerTests {
             try await offCooperativePool {
                 let connection = try RawConnection(port: port)
                 var batch = ""
-                for index in 0..<10 { batch += "GET /id/\(index)?delay_ms=\((10 - index) * 5) HTTP/1.1\r\n\r\n" }
+                for index in 0..<10 { batch += "GET /id/\(index)?delay_ms=\((10 - index) * 5) HTTP/1.1\r\nHost: t\r\n\r\n" }
                 try connection.send(batch)
                 for index in 0..<10 { #expect(try connection.readResponse().text == "id=\(index)") }
             }
@@ -92,7 +92,7 @@ struct LiveServerTests {
             try await offCooperativePool {
                 // Immediate and awaited routes, the end of input arriving while a handler runs.
                 let connection = try RawConnection(port: port)
-                try connection.send("GET /healthz HTTP/1.1\r\n\r\nGET /id/1?delay_ms=50 HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\nGET /id/2 HTTP/1.1\r\n\r\n")
+                try connection.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /id/1?delay_ms=50 HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /id/2 HTTP/1.1\r\nHost: t\r\n\r\n")
                 connection.shutdownWrite()
                 #expect(try connection.readResponse().status == 200)
                 #expect(try connection.readResponse().text == "id=1")
@@ -102,7 +102,7 @@ struct LiveServerTests {
 
                 // One request and the end of input: the answer says it closes, and it does.
                 let single = try RawConnection(port: port)
-                try single.send("GET /id/3?delay_ms=20 HTTP/1.1\r\n\r\n")
+                try single.send("GET /id/3?delay_ms=20 HTTP/1.1\r\nHost: t\r\n\r\n")
                 single.shutdownWrite()
                 let answer = try single.readResponse()
                 #expect(answer.text == "id=3")
@@ -111,7 +111,7 @@ struct LiveServerTests {
 
                 // An unfinished request after a whole one: the whole one is answered, then close.
                 let partial = try RawConnection(port: port)
-                try partial.send("GET /id/4 HTTP/1.1\r\n\r\nGET /id/5 HTTP/1.1\r\nHost: x")
+                try partial.send("GET /id/4 HTTP/1.1\r\nHost: t\r\n\r\nGET /id/5 HTTP/1.1\r\nHost: x")
                 partial.shutdownWrite()
                 #expect(try partial.readResponse().text == "id=4")
                 #expect(partial.isClosedByPeer())
@@ -131,7 +131,7 @@ struct LiveServerTests {
             // threads, but no state of `connection` is shared between them.
             async let sent: Void = offCooperativePool {
                 var batch = ""
-                for index in 0..<count { batch += "POST /echo HTTP/1.1\r\nContent-Length: \(body.count + 6)\r\n\r\n\(String(format: "%06d", index))\(body)" }
+                for index in 0..<count { batch += "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \(body.count + 6)\r\n\r\n\(String(format: "%06d", index))\(body)" }
                 try connection.send(batch)
             }
             try await Task.sleep(for: .milliseconds(300))
@@ -144,16 +144,23 @@ struct LiveServerTests {
         }
     }
 
-    @Test func aHandlerSlowerThanTheIdleTimeoutStillAnswers() async throws {
+    /// Handling has a deadline like every other state: a handler that overruns the timeout gets
+    /// its client a 503 (and a closed connection), never an answer that does not come.
+    @Test func aHandlerSlowerThanTheTimeoutIsAnswered503() async throws {
         try await withServer({ $0.timeout = .milliseconds(300) }) { _, port in
             try await offCooperativePool {
                 let connection = try RawConnection(port: port)
-                try connection.send("GET /id/7?delay_ms=700 HTTP/1.1\r\n\r\n")
+                try connection.send("GET /id/7?delay_ms=700 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let started = ContinuousClock.now
                 let response = try connection.readResponse()
-                #expect(response.status == 200 && response.text == "id=7")
-                // The connection is still usable afterwards.
-                try connection.send("GET /id/8 HTTP/1.1\r\n\r\n")
-                #expect(try connection.readResponse().text == "id=8")
+                #expect(response.status == 503)
+                #expect(response.header("Retry-After") == "1")
+                #expect(response.header("Connection") == "close")
+                #expect(ContinuousClock.now - started < .milliseconds(650))
+                // A handler within the timeout on a new connection is answered as usual.
+                let next = try RawConnection(port: port)
+                try next.send("GET /id/8?delay_ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
+                #expect(try next.readResponse().text == "id=8")
             }
         }
     }
@@ -175,7 +182,7 @@ struct LiveServerTests {
                 #expect(try kept.readResponse().status == 200)
 
                 let closing = try RawConnection(port: port)
-                try closing.send("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+                try closing.send("GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 #expect(try closing.readResponse().header("Connection") == "close")
                 #expect(closing.isClosedByPeer())
             }
@@ -205,9 +212,9 @@ struct LiveServerTests {
         try await withServer { _, port in
             try await offCooperativePool {
                 let connection = try RawConnection(port: port)
-                try connection.send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+                try connection.send("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
                 #expect(try connection.readResponse().text == "abcde")
-                try connection.send("POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                try connection.send("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
                 try connection.send("hi")
                 #expect(try connection.readResponse().text == "hi")
             }
@@ -219,7 +226,7 @@ struct LiveServerTests {
         // 3 s timeout; 2 s leaves room for a busy test machine.
         try await withServer({ $0.timeout = .seconds(3) }) { _, port in
             let stalled = try RawConnection(port: port)
-            try stalled.send("POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+            try stalled.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
             let start = ContinuousClock.now
             #expect(try await httpRequest(port: port, "GET", "/healthz").status == 200)
             #expect(ContinuousClock.now - start < .seconds(2))
@@ -239,7 +246,7 @@ struct LiveServerTests {
                             var ok = 0
                             for requestIndex in 0..<5 {
                                 let payload = "c\(connectionIndex)-r\(requestIndex)-" + String(repeating: "x", count: connectionIndex)
-                                try connection.send("POST /echo HTTP/1.1\r\nContent-Length: \(payload.utf8.count)\r\n\r\n\(payload)")
+                                try connection.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \(payload.utf8.count)\r\n\r\n\(payload)")
                                 if try connection.readResponse().text == payload { ok += 1 }
                             }
                             return ok
@@ -257,9 +264,9 @@ struct LiveServerTests {
         try await withServer { server, port in
             try await offCooperativePool {
                 let partial = try RawConnection(port: port)
-                try partial.send("POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+                try partial.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
                 let waiting = try RawConnection(port: port)
-                try waiting.send("GET /id/1?delay_ms=200 HTTP/1.1\r\n\r\n")
+                try waiting.send("GET /id/1?delay_ms=200 HTTP/1.1\r\nHost: t\r\n\r\n")
                 _ = partial  // both closed at the end of this scope, before the answer
             }
             let deadline = ContinuousClock.now + .seconds(5)

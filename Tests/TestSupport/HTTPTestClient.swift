@@ -37,9 +37,13 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
     private let fd: Int32
     private var buffer: [UInt8] = []
 
-    public init(port: Int, timeout: TimeInterval = 10) throws {
+    /// `receiveBuffer` shrinks the kernel's receive buffer (a client that reads slowly fills it).
+    public init(port: Int, timeout: TimeInterval = 10, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestClientError("socket failed") }
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -97,6 +101,34 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
             }
             try fill()
         }
+    }
+
+    /// Reads until the server closes the connection (or resets it); the bytes received.
+    public func readToEnd() -> Int {
+        var total = buffer.count
+        buffer.removeAll()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { return total }
+            total += count
+        }
+    }
+
+    /// Reads `chunk` bytes at most every `interval` until the server closes the connection or
+    /// `limit` passes: the bytes received, and whether the server closed it.
+    public func readSlowly(chunk: Int, every interval: Duration, for limit: Duration) -> (bytes: Int, closed: Bool) {
+        var total = 0
+        var piece = [UInt8](repeating: 0, count: chunk)
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < limit {
+            let count = piece.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { return (total, true) }
+            total += count
+            let (seconds, attoseconds) = interval.components
+            usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+        }
+        return (total, false)
     }
 
     /// True when the server has closed the connection (EOF with nothing buffered).
