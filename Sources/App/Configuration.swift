@@ -13,6 +13,9 @@ struct AppConfiguration: Sendable {
     var maxWaiters: Int
     var pipelineDepth: Int
     var connectTimeout: Duration
+    var queryTimeout: Duration
+    var stallThreshold: Duration
+    var readyProbeTimeout: Duration
     var startupTimeout: Duration
     var maxBodyBytes: Int
     var maxHeaderBytes: Int
@@ -42,7 +45,7 @@ struct AppConfiguration: Sendable {
         eventLoops = try reader.int("HTTP_EVENT_LOOPS", default: cpus, range: 1...256)
         poolSize = try reader.int("DB_POOL_SIZE", default: min(32, max(4, 4 * cpus)), range: 1...1000)
         acquireTimeout = .milliseconds(try reader.int("DB_ACQUIRE_TIMEOUT_MS", default: 2000, range: 1...600_000))
-        maxWaiters = try reader.int("DB_MAX_WAITERS", default: 4096, range: 0...1_000_000)
+        maxWaiters = try reader.int("DB_MAX_WAITERS", default: PoolConfiguration.defaultMaxWaiters, range: 0...1_000_000)
         pipelineDepth = try reader.int("DB_PIPELINE_DEPTH", default: 16, range: 1...1000)
         connectTimeout = .milliseconds(try reader.int("DB_CONNECT_TIMEOUT_MS", default: 5000, range: 1...600_000))
         startupTimeout = .seconds(try reader.int("DB_STARTUP_TIMEOUT_S", default: 60, range: 0...3600))
@@ -53,6 +56,12 @@ struct AppConfiguration: Sendable {
         readBufferBytes = try reader.int("HTTP_READ_BUFFER_BYTES", default: 65_536, range: 512...16_777_216)
         maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: 262_144, range: 1024...1_073_741_824)
         maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: defaultConnections, range: 1...1_000_000)
+        queryTimeout = .milliseconds(try reader.int("DB_QUERY_TIMEOUT_MS", default: 5000, range: 1...3_600_000))
+        stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: 100, range: 10...600_000))
+        readyProbeTimeout = .milliseconds(try reader.int("READY_PROBE_TIMEOUT_MS", default: 1000, range: 1...600_000))
+        guard queryTimeout < httpTimeout else {
+            throw ConfigurationError(variable: "DB_QUERY_TIMEOUT_MS", message: "must be below HTTP_TIMEOUT_S, so a stuck query is answered 503 before the request times out")
+        }
         shutdownGrace = .seconds(try reader.int("SHUTDOWN_GRACE_S", default: 25, range: 0...3600))
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)

@@ -68,12 +68,13 @@ struct Application: Sendable {
         let pool = ConnectionPool(configuration: PoolConfiguration(
             conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
-            connectTimeout: configuration.connectTimeout, pipelineDepth: configuration.pipelineDepth
+            connectTimeout: configuration.connectTimeout, pipelineDepth: configuration.pipelineDepth,
+            queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold
         ), logger: logger, eventLoops: eventLoops)
         await pool.start()
         try await bootstrapSchema(pool, within: configuration.startupTimeout, logger: logger)
 
-        let readiness = Readiness(pool: pool)
+        let readiness = Readiness(pool: pool, probeTimeout: configuration.readyProbeTimeout)
         var router = Router(logger: logger)
         router.use(ObservabilityMiddleware(logger: logger, metrics: RequestMetrics()))
         router.use(CORSMiddleware(origins: configuration.corsOrigins))

@@ -108,10 +108,16 @@ enum TaskSortField: String, CaseIterable, Sendable {
 /// issued together share one round trip to PostgreSQL (lookups of one row also share one
 /// connection); rows come back in binary format.
 enum Statements {
+    /// The resources statements wait on when they block: a lock on one table stalls only the
+    /// statements on it (see `PreparedStatement.resource`).
+    static let tasksTable = "tasks"
+    static let settingsTable = "settings"
+
     static let taskColumns = "id, title, description, status::text, created_at, updated_at"
 
     static let findTask = PreparedStatement(
-        name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true, atMostOneRow: true
+        name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true, atMostOneRow: true,
+        resource: tasksTable
     )
 
     static let insertTask = PreparedStatement(
@@ -120,7 +126,7 @@ enum Statements {
             INSERT INTO tasks (title, description, status, created_at, updated_at)
             VALUES ($1, $2, $3, now(), now()) RETURNING \(taskColumns)
             """,
-        binaryResults: true
+        binaryResults: true, resource: tasksTable
     )
 
     static let updateTask = PreparedStatement(
@@ -133,21 +139,23 @@ enum Statements {
                 updated_at = now()
             WHERE id = $1 RETURNING \(taskColumns)
             """,
-        binaryResults: true
+        binaryResults: true, resource: tasksTable
     )
 
-    static let deleteTask = PreparedStatement(name: "delete_task", sql: "DELETE FROM tasks WHERE id = $1")
+    static let deleteTask = PreparedStatement(name: "delete_task", sql: "DELETE FROM tasks WHERE id = $1", resource: tasksTable)
 
     private static let lists: [String: PreparedStatement] = {
         var statements: [String: PreparedStatement] = [:]
-        statements["id"] = PreparedStatement(name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true)
+        statements["id"] = PreparedStatement(
+            name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true, resource: tasksTable
+        )
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
                 statements["\(field.rawValue) \(direction)"] = PreparedStatement(
                     name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
                     sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
-                    readOnly: true, binaryResults: true
+                    readOnly: true, binaryResults: true, resource: tasksTable
                 )
             }
         }
@@ -161,7 +169,7 @@ enum Statements {
 
     static let selectSettings = PreparedStatement(
         name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true,
-        binaryResults: true, atMostOneRow: true
+        binaryResults: true, atMostOneRow: true, resource: settingsTable
     )
 
     static let updateSettings = PreparedStatement(
@@ -170,13 +178,18 @@ enum Statements {
             UPDATE settings SET dark_mode = $1, updated_at = now()
             WHERE id = (SELECT id FROM settings ORDER BY id LIMIT 1) RETURNING dark_mode, updated_at
             """,
-        binaryResults: true
+        binaryResults: true, resource: settingsTable
     )
 
     static let insertSettings = PreparedStatement(
         name: "insert_settings",
         sql: "INSERT INTO settings (dark_mode, updated_at) VALUES ($1, now()) RETURNING dark_mode, updated_at",
-        binaryResults: true
+        binaryResults: true, resource: settingsTable
+    )
+
+    /// The readiness probe: the cheapest statement that needs the tasks table to answer.
+    static let readinessProbe = PreparedStatement(
+        name: "readiness_probe", sql: "SELECT 1 FROM tasks LIMIT 1", readOnly: true, atMostOneRow: true, resource: tasksTable
     )
 
     /// Serialises the creation of the settings row (key: "settings" as a number).

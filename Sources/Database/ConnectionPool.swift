@@ -17,12 +17,19 @@ public struct PoolConfiguration: Sendable {
     public var maxBackoff: Duration
     /// Most single-statement queries pipelined on one connection at once (1: no pipelining).
     public var pipelineDepth: Int
+    /// Longest a statement may take (queueing on its connection included) before it is
+    /// answered `.queryTimeout` and cancelled on the server.
+    public var queryTimeout: Duration
+    /// How long a connection with statements in flight may go without any result before it
+    /// counts as stalled and gets no new work.
+    public var stallThreshold: Duration
 
     public init(
         conninfo: String, applicationName: String = "task-management", maxConnections: Int = 8,
-        minConnections: Int = 1, maxWaiters: Int = 10_000, acquireTimeout: Duration = .seconds(2),
+        minConnections: Int = 1, maxWaiters: Int = PoolConfiguration.defaultMaxWaiters, acquireTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
-        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16
+        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16,
+        queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .milliseconds(100)
     ) {
         self.conninfo = conninfo
         self.applicationName = applicationName
@@ -34,7 +41,12 @@ public struct PoolConfiguration: Sendable {
         self.initialBackoff = initialBackoff
         self.maxBackoff = maxBackoff
         self.pipelineDepth = max(1, pipelineDepth)
+        self.queryTimeout = queryTimeout
+        self.stallThreshold = stallThreshold
     }
+
+    /// Requests that may wait for a connection by default.
+    public static let defaultMaxWaiters = 4096
 }
 
 /// A point-in-time view of the pool, for readiness checks and tests.
@@ -45,6 +57,8 @@ public struct PoolStatistics: Sendable, Equatable {
     public var waiting: Int
     public var connecting: Int
     public var reachable: Bool
+    /// Connections whose statements stopped making progress (kept out of use).
+    public var stalled: Int = 0
 }
 
 /// A bounded pool of PostgreSQL connections. An actor around `PoolStateMachine`: it feeds the
@@ -59,6 +73,8 @@ public actor ConnectionPool {
     private let ownsLoops: Bool
     /// A thread of its own for starting connections (host name lookups block).
     private let connector: EventLoop
+    /// A thread of its own for cancel requests (`PQcancel` connects and waits).
+    private let canceller: EventLoop
     private let logger: Logger
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
@@ -83,16 +99,18 @@ public actor ConnectionPool {
         self.ownsLoops = eventLoops == nil
         self.lastOneRowRead = Array(repeating: nil, count: self.loops.loops.count)
         self.connector = EventLoop(name: "pg-connect")
+        self.canceller = EventLoop(name: "pg-cancel")
         self.state = PoolStateMachine(configuration: .init(
             maxConnections: max(1, configuration.maxConnections),
             minConnections: min(configuration.minConnections, max(1, configuration.maxConnections)),
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             maxSharedPerConnection: max(1, configuration.pipelineDepth),
             initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff,
-            affinityGroups: loops.loops.count
+            affinityGroups: loops.loops.count, quarantineHold: configuration.stallThreshold * 10
         ))
         loops.start()
         connector.start()
+        canceller.start()
     }
 
     /// Opens the minimum connections in the background.
@@ -120,18 +138,35 @@ public actor ConnectionPool {
     /// Runs one statement outside any transaction. It shares a connection with other such
     /// queries (libpq pipeline mode), so it costs neither a connection of its own nor a round trip
     /// of waiting for the queries before it.
-    public nonisolated func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = []) async throws -> PostgresRows {
-        try await query(statement, binds, group: loops.currentIndex)
+    /// `timeout` replaces the configured query timeout for this statement.
+    public nonisolated func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = [], timeout: Duration? = nil) async throws -> PostgresRows {
+        try await query(statement, binds, timeout: timeout, group: loops.currentIndex)
     }
 
     /// Lease, query and release in one visit to the pool (one hop on, one off; the pool is free
     /// for others while the query is in flight). `group` is the caller's loop, taken before the hop.
-    private func query(_ statement: PreparedStatement, _ binds: [PostgresValue], group: Int?) async throws -> PostgresRows {
+    private func query(_ statement: PreparedStatement, _ binds: [PostgresValue], timeout: Duration?, group: Int?) async throws -> PostgresRows {
         let kind: PoolStateMachine.LeaseKind = statement.isReadOnly ? .shared : .sharedWrite
-        let connection = try await lease(kind, group: group, joiningBatch: statement.isReadOnly && statement.returnsAtMostOneRow)
-        defer { release(connection, kind: kind) }
-        return try await connection.query(statement, binds)
+        let connection = try await lease(
+            kind, group: group, joiningBatch: statement.isReadOnly && statement.returnsAtMostOneRow, resource: statement.resource
+        )
+        var attempt = connection
+        var retries = 0
+        while true {
+            do {
+                defer { release(attempt, kind: kind) }
+                return try await attempt.query(statement, binds, timeout: timeout)
+            } catch let error as PostgresError where error.kind == .stalled && statement.isReadOnly && retries < Self.stalledReadRetries {
+                // A read that never ran (queued behind a blocked statement) runs again, elsewhere.
+                retries += 1
+                attempt = try await lease(kind, group: group, resource: statement.resource, avoiding: attempt.id)
+            }
+        }
     }
+
+    /// How often a read that was queued behind a blocked statement (and so never ran) is run
+    /// again on another connection.
+    static let stalledReadRetries = 2
 
     /// Runs `body` inside BEGIN/COMMIT; rolls back when it throws.
     public nonisolated func withTransaction<Result: Sendable>(
@@ -154,11 +189,20 @@ public actor ConnectionPool {
     /// A connection for the caller: at once when one is free (no continuation, no suspension
     /// beyond the hop onto the actor), else after waiting in line.
     /// `joiningBatch` (a one-row read) prefers the connection holding its loop's open batch.
-    private func lease(_ kind: PoolStateMachine.LeaseKind, group: Int?, joiningBatch: Bool = false) async throws -> PostgresConnection {
+    private func lease(
+        _ kind: PoolStateMachine.LeaseKind, group: Int?, joiningBatch: Bool = false, resource: String? = nil,
+        avoiding: Int? = nil
+    ) async throws -> PostgresConnection {
         let id = nextWaiterID
         nextWaiterID += 1
         let openBatch = joiningBatch ? group.flatMap(openOneRowBatch) : nil
-        let actions = state.leaseRequested(id, kind: kind, group: group, openBatch: openBatch, now: now)
+        let actions = state.leaseRequested(
+            id, kind: kind, group: group, openBatch: openBatch, resource: resource, avoiding: avoiding, now: now
+        )
+        if actions.count == 1, case .fail(id, let error) = actions[0] {
+            metrics.recordError(error.kind)
+            throw error
+        }
         if actions.count == 1, case .lease(let connectionID, id, let waited) = actions[0], let connection = connections[connectionID] {
             metrics.recordWait(waited)
             if joiningBatch, let group { lastOneRowRead[group] = connectionID }
@@ -197,7 +241,7 @@ public actor ConnectionPool {
     public var statistics: PoolStatistics {
         PoolStatistics(
             open: state.openCount, inUse: state.leasedCount, idle: state.idleCount, waiting: state.waiterCount,
-            connecting: state.connectingCount, reachable: state.isReachable
+            connecting: state.connectingCount, reachable: state.isReachable, stalled: state.stalledCount
         )
     }
 
@@ -216,6 +260,7 @@ public actor ConnectionPool {
         timer = nil
         if ownsLoops { await loops.stop() }
         await connector.stop()
+        await canceller.stop()
     }
 
     private func finishShutdown() {
@@ -232,11 +277,21 @@ public actor ConnectionPool {
         for action in actions {
             switch action {
             case .lease(let connectionID, let waiterID, let waited):
-                guard let connection = connections[connectionID], let continuation = waiters.removeValue(forKey: waiterID) else {
-                    preconditionFailure("lease of unknown connection \(connectionID) or waiter \(waiterID)")
+                guard let continuation = waiters.removeValue(forKey: waiterID) else {
+                    // The waiter was cancelled meanwhile: give the lease straight back.
+                    perform(state.connectionReleased(connectionID, kind: .shared, reusable: connections[connectionID] != nil, now: now))
+                    continue
+                }
+                guard let connection = connections[connectionID] else {
+                    logger.warning("lease of an unknown connection; failing the request", metadata: ["connection": "\(connectionID)"])
+                    continuation.resume(throwing: PostgresError(.connectionLost, "the connection is gone"))
+                    perform(state.connectionReleased(connectionID, kind: .shared, reusable: false, now: now))
+                    continue
                 }
                 metrics.recordWait(waited)
                 continuation.resume(returning: connection)
+            case .cancelHead(let connectionID):
+                connections[connectionID]?.cancelStalledHead()
             case .fail(let waiterID, let error):
                 metrics.recordError(error.kind)
                 waiters.removeValue(forKey: waiterID)?.resume(throwing: error)
@@ -258,6 +313,14 @@ public actor ConnectionPool {
                 let connection = try await PostgresConnection.connect(
                     id: id, conninfo: configuration.conninfo, applicationName: configuration.applicationName,
                     timeout: configuration.connectTimeout, loop: loop, starter: connector,
+                    deadlines: .init(
+                        queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold,
+                        maxInFlight: 4 * configuration.pipelineDepth + 8
+                    ),
+                    canceller: canceller,
+                    onStall: { [weak self] report in
+                        Task { await self?.stallReported(id, report) }
+                    },
                     onUnexpectedClose: { [weak self] error in
                         Task { await self?.connectionClosed(id, error: error) }
                     }
@@ -266,6 +329,17 @@ public actor ConnectionPool {
             } catch {
                 self.connectFailed(id, error: error as? PostgresError ?? PostgresError(.connectFailed, "\(error)"))
             }
+        }
+    }
+
+    private func stallReported(_ id: Int, _ report: PostgresConnection.StallReport) {
+        switch report {
+        case .stalled(let resource):
+            logger.warning("database connection stalled", metadata: ["connection": "\(id)", "resource": "\(resource)"])
+            perform(state.connectionStalled(id, resource: resource, now: now))
+        case .resumed:
+            logger.info("database connection resumed", metadata: ["connection": "\(id)"])
+            perform(state.connectionResumed(id, now: now))
         }
     }
 

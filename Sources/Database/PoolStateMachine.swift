@@ -12,6 +12,12 @@ import DequeModule
 /// Connections are spread over `affinityGroups` groups (the event loops they run on); a lease
 /// that names its caller's group gets a connection of that group when one is free, so the
 /// query and its caller stay on one thread.
+///
+/// A connection reported *stalled* (its statements stopped making progress: a lock, a hung
+/// backend) gets no new work. The first one stalled behind a resource (a table) takes, up to
+/// its pipeline depth, the further statements on that resource, which would only block
+/// elsewhere too; beyond that they fail at once with `.stalled`. A second connection stalled
+/// behind the same resource is told to cancel its head statement, so it serves again.
 struct PoolStateMachine {
     typealias ConnectionID = Int
     typealias WaiterID = Int
@@ -32,6 +38,8 @@ struct PoolStateMachine {
         var maxBackoff: Duration
         /// How many groups (event loops) connections are spread over.
         var affinityGroups: Int = 1
+        /// How long a resource stays quarantined on one connection after its last stall there.
+        var quarantineHold: Duration = .seconds(1)
     }
 
     enum LeaseKind: Equatable {
@@ -51,6 +59,8 @@ struct PoolStateMachine {
         case fail(WaiterID, PostgresError)
         case connect(ConnectionID)
         case close(ConnectionID)
+        /// Answer the connection's head statement `.stalled` and cancel it on the server.
+        case cancelHead(ConnectionID)
     }
 
     private enum ConnectionState: Equatable {
@@ -79,6 +89,11 @@ struct PoolStateMachine {
     private var writes: [ConnectionID: Int] = [:]
     /// The group each connection was placed in (entries of closed connections are pruned lazily).
     private var groups: [ConnectionID: Int] = [:]
+    /// Connections reported stalled, with the resource they are stalled behind.
+    private var stalled: [ConnectionID: String] = [:]
+    /// Per resource, the connection that takes its further statements while it is blocked,
+    /// and until when (renewed by each stall behind it): other statements stay off it.
+    private var quarantine: [String: (connection: ConnectionID, until: Duration)] = [:]
     /// Idle connections, most recently used last (reused first: warm caches, fewer idle timeouts).
     private var idle: [ConnectionID] = []
     private var waiters: Deque<Waiter> = []
@@ -109,6 +124,7 @@ struct PoolStateMachine {
         return count
     }
     var idleCount: Int { idle.count }
+    var stalledCount: Int { stalled.count }
     var waiterCount: Int { waiters.count }
     /// False while connects fail and no connection is open (requests then fail fast).
     var isReachable: Bool { !isDown && !shuttingDown }
@@ -117,7 +133,7 @@ struct PoolStateMachine {
 
     /// The earliest moment something is due: a waiter's deadline or a reconnect.
     var nextDeadline: Duration? {
-        [waiters.first?.deadline, reconnectAt].compactMap { $0 }.min()
+        ([waiters.first?.deadline, reconnectAt].compactMap { $0 } + quarantine.values.map(\.until)).min()
     }
 
     private var isDown: Bool { consecutiveFailures > 0 && openCount == 0 }
@@ -135,11 +151,33 @@ struct PoolStateMachine {
     func group(of id: ConnectionID) -> Int { groups[id] ?? 0 }
 
     /// A request for a connection; `group` is the caller's group when it runs in one.
+    /// `resource` is what the statement waits on when it blocks (see `PreparedStatement.resource`);
+    /// `avoiding`, a connection the caller just found stalled (before the pool heard of it).
     mutating func leaseRequested(
-        _ waiter: WaiterID, kind: LeaseKind = .exclusive, group: Int? = nil, openBatch: ConnectionID? = nil, now: Duration
+        _ waiter: WaiterID, kind: LeaseKind = .exclusive, group: Int? = nil, openBatch: ConnectionID? = nil,
+        resource: String? = nil, avoiding: ConnectionID? = nil, now: Duration
     ) -> [Action] {
         if shuttingDown { return [.fail(waiter, PostgresError(.poolClosed, "the connection pool is shutting down"))] }
-        if waiters.isEmpty, let connection = joinableBatch(openBatch, for: kind) ?? bestConnection(for: kind, group: group) {
+        if kind.isShared, let resource, let held = quarantine[resource] {
+            if held.until <= now {
+                quarantine[resource] = nil
+            } else if held.connection != avoiding {
+                // Statements on a blocked resource go behind the one blocked already, not elsewhere.
+                let blocked = held.connection
+                switch connections[blocked] {
+                case .shared(let count) where count < configuration.maxSharedPerConnection:
+                    connections[blocked] = .shared(count + 1)
+                case .idle:
+                    idle.removeAll { $0 == blocked }
+                    connections[blocked] = .shared(1)
+                default:
+                    return [.fail(waiter, PostgresError(.stalled, "PostgreSQL is not answering statements on \(resource)"))]
+                }
+                countWrite(kind, on: blocked)
+                return [.lease(blocked, to: waiter, waited: .zero)]
+            }
+        }
+        if waiters.isEmpty, let connection = joinableBatch(openBatch, for: kind) ?? bestConnection(for: kind, group: group, avoiding: avoiding) {
             if case .shared(let count) = connections[connection] {
                 connections[connection] = .shared(count + 1)
             } else {
@@ -184,7 +222,7 @@ struct PoolStateMachine {
 
     mutating func connectSucceeded(_ connection: ConnectionID, now: Duration) -> [Action] {
         guard connections[connection] == .connecting else {
-            preconditionFailure("connection \(connection) succeeded but was not connecting")
+            return [.close(connection)]  // not ours to use (an impossible event): closed, never lent
         }
         consecutiveFailures = 0
         lastFailure = nil
@@ -200,9 +238,8 @@ struct PoolStateMachine {
     }
 
     mutating func connectFailed(_ connection: ConnectionID, error: PostgresError, now: Duration) -> [Action] {
-        guard connections.removeValue(forKey: connection) == .connecting else {
-            preconditionFailure("connection \(connection) failed but was not connecting")
-        }
+        guard connections[connection] == .connecting else { return [] }
+        connections[connection] = nil
         consecutiveFailures += 1
         lastFailure = error
         var actions: [Action] = []
@@ -218,6 +255,59 @@ struct PoolStateMachine {
         return actions
     }
 
+    /// A connection's statements stopped making progress, behind a statement on `resource`.
+    mutating func connectionStalled(_ connection: ConnectionID, resource: String, now: Duration) -> [Action] {
+        guard connections[connection] != nil else { return [] }
+        stalled[connection] = resource
+        // Only a pipelining connection can take others' statements; a transaction's is just kept out.
+        guard !resource.isEmpty, case .shared = connections[connection] else { return [] }
+        let until = now + configuration.quarantineHold
+        if let held = quarantine[resource], held.connection != connection, held.until > now, connections[held.connection] != nil {
+            return [.cancelHead(connection)]
+        }
+        quarantine[resource] = (connection, until)
+        return []
+    }
+
+    /// True while `connection` takes a blocked resource's statements (others stay off it).
+    private func isQuarantineHolder(_ connection: ConnectionID) -> Bool {
+        quarantine.values.contains { $0.connection == connection }
+    }
+
+    /// A stalled connection made progress again; it takes waiting shared leases if it has room.
+    mutating func connectionResumed(_ connection: ConnectionID, now: Duration) -> [Action] {
+        guard stalled.removeValue(forKey: connection) != nil else { return [] }
+        var actions: [Action] = []
+        guard case .shared(var count) = connections[connection], !shuttingDown else { return actions }
+        if isQuarantineHolder(connection) {
+            // Still the blocked resource's: it takes no one else's work until the hold ends.
+            if count == 0 {
+                connections[connection] = .idle
+                idle.append(connection)
+            }
+            return actions
+        }
+        while count < configuration.maxSharedPerConnection, let first = waiters.first, first.kind.isShared {
+            waiters.removeFirst()
+            count += 1
+            countWrite(first.kind, on: connection)
+            actions.append(.lease(connection, to: first.id, waited: now - first.enqueuedAt))
+        }
+        if count == 0 {
+            hand(connection, now: now, to: &actions)
+        } else {
+            connections[connection] = .shared(count)
+        }
+        return actions
+    }
+
+    /// Drops what is kept about a connection that closed.
+    private mutating func forget(_ connection: ConnectionID) {
+        writes[connection] = nil
+        stalled[connection] = nil
+        for (resource, held) in quarantine where held.connection == connection { quarantine[resource] = nil }
+    }
+
     /// A lease ended. A connection that broke during the lease (`reusable == false`) is closed
     /// and replaced if anyone needs it.
     mutating func connectionReleased(_ connection: ConnectionID, kind: LeaseKind = .exclusive, reusable: Bool, now: Duration) -> [Action] {
@@ -231,7 +321,7 @@ struct PoolStateMachine {
         var actions: [Action] = []
         if !reusable {
             connections[connection] = nil
-            writes[connection] = nil
+            forget(connection)
             actions.append(.close(connection))
             openConnectionsIfNeeded(&actions)
             return actions
@@ -240,20 +330,37 @@ struct PoolStateMachine {
         case .leased, .shared(1):
             if shuttingDown {
                 connections[connection] = nil
+                forget(connection)
                 actions.append(.close(connection))
                 return actions
             }
+            if stalled[connection] != nil {
+                // Stalled: kept out of use (not idle) until it resumes or closes.
+                connections[connection] = .shared(0)
+                return actions
+            }
+            if isQuarantineHolder(connection) {
+                connections[connection] = .idle  // idle, but lent only for its blocked resource
+                idle.append(connection)
+                return actions
+            }
             hand(connection, now: now, to: &actions)
-        case .shared(let count):
+        case .shared(let count) where count > 1:
             connections[connection] = .shared(count - 1)
-            if let first = waiters.first, first.kind.isShared, !shuttingDown {
+            if let first = waiters.first, first.kind.isShared, !shuttingDown, stalled[connection] == nil, !isQuarantineHolder(connection) {
                 waiters.removeFirst()
                 addSharedLease(connection)
                 countWrite(first.kind, on: connection)
                 actions.append(.lease(connection, to: first.id, waited: now - first.enqueuedAt))
             }
-        case .idle, .connecting:
-            preconditionFailure("connection \(connection) released but was not leased")
+        case .idle, .connecting, .shared:
+            // Released more often than leased (a bug, or a connection reused across a close):
+            // drop the connection rather than trust the count, and never stop the process.
+            connections[connection] = nil
+            idle.removeAll { $0 == connection }
+            forget(connection)
+            actions.append(.close(connection))
+            openConnectionsIfNeeded(&actions)
         }
         return actions
     }
@@ -261,9 +368,10 @@ struct PoolStateMachine {
     /// An idle connection closed by itself (the server went away); nil when it was not idle
     /// (a leased one reports through `connectionReleased(reusable: false)` instead).
     mutating func idleConnectionClosed(_ connection: ConnectionID) -> [Action]? {
-        guard connections[connection] == .idle else { return nil }
+        guard connections[connection] == .idle || connections[connection] == .shared(0) else { return nil }
         connections[connection] = nil
         idle.removeAll { $0 == connection }
+        forget(connection)
         var actions: [Action] = []
         openConnectionsIfNeeded(&actions)
         return actions
@@ -272,6 +380,14 @@ struct PoolStateMachine {
     /// Fails waiters past their deadline and starts a reconnect that is due.
     mutating func timerFired(now: Duration) -> [Action] {
         var actions: [Action] = []
+        for (resource, held) in quarantine where held.until <= now {
+            quarantine[resource] = nil
+            // An idle former holder is free for anyone again.
+            if connections[held.connection] == .idle, !waiters.isEmpty, !isQuarantineHolder(held.connection) {
+                idle.removeAll { $0 == held.connection }
+                hand(held.connection, now: now, to: &actions)
+            }
+        }
         while let first = waiters.first, first.deadline <= now {
             waiters.removeFirst()
             actions.append(.fail(first.id, PostgresError(.poolTimeout, "no connection became free within \(configuration.acquireTimeout)")))
@@ -295,9 +411,15 @@ struct PoolStateMachine {
         }
         for connection in idle {
             connections[connection] = nil
+            forget(connection)
             actions.append(.close(connection))
         }
         idle.removeAll()
+        for (connection, state) in connections where state == .shared(0) {
+            connections[connection] = nil
+            forget(connection)
+            actions.append(.close(connection))
+        }
         return actions
     }
 
@@ -332,16 +454,17 @@ struct PoolStateMachine {
     /// connection beats doubling up on a busy one). Connections of the caller's `group` come
     /// first, then (for a read) those carrying no write; among equals, the most recently used
     /// idle connection.
-    private func bestConnection(for kind: LeaseKind, group: Int?) -> ConnectionID? {
+    private func bestConnection(for kind: LeaseKind, group: Int?, avoiding: ConnectionID? = nil) -> ConnectionID? {
         var best: (id: ConnectionID, score: (Int, Int, Int))?
         func consider(_ id: ConnectionID, load: Int) {
             let behindWrite = kind == .shared && writes[id] != nil ? 1 : 0
             let score = (group == nil || groups[id] == group ? 0 : 1, behindWrite, load)
             if best == nil || score < best!.score { best = (id, score) }
         }
-        for id in idle.reversed() { consider(id, load: 0) }
+        let holders = quarantine.isEmpty ? [] : Set(quarantine.values.map(\.connection))
+        for id in idle.reversed() where !holders.contains(id) && id != avoiding { consider(id, load: 0) }
         if kind.isShared {
-            for (id, state) in connections {
+            for (id, state) in connections where stalled[id] == nil && id != avoiding && !holders.contains(id) {
                 if case .shared(let count) = state, count < configuration.maxSharedPerConnection { consider(id, load: count) }
             }
         }
@@ -351,7 +474,7 @@ struct PoolStateMachine {
     /// `openBatch` (a connection whose reads of this loop turn still wait for their sync) when
     /// a read can join it: it is shared, has room and carries no write.
     private func joinableBatch(_ openBatch: ConnectionID?, for kind: LeaseKind) -> ConnectionID? {
-        guard kind == .shared, let id = openBatch, writes[id] == nil,
+        guard kind == .shared, let id = openBatch, writes[id] == nil, stalled[id] == nil, !isQuarantineHolder(id),
               case .shared(let count) = connections[id], count < configuration.maxSharedPerConnection else { return nil }
         return id
     }
@@ -362,9 +485,7 @@ struct PoolStateMachine {
     }
 
     private mutating func addSharedLease(_ connection: ConnectionID) {
-        guard case .shared(let count) = connections[connection] else {
-            preconditionFailure("connection \(connection) is not shared")
-        }
+        guard case .shared(let count) = connections[connection] else { return }
         connections[connection] = .shared(count + 1)
     }
 

@@ -16,18 +16,53 @@ import Synchronization
 /// other statement gets a sync of its own and is acknowledged only once that sync is (when it
 /// has committed). A PREPARE also gets a sync of its own, so no other statement's failure can
 /// undo it; a read skipped because an earlier read of its batch failed is sent again.
+///
+/// A watchdog timer enforces the statement deadlines: a query past `queryTimeout` is answered
+/// with `.queryTimeout` and cancelled on the server (`PQcancel` blocks, so it runs on the
+/// pool's canceller thread); a connection whose work has made no progress for
+/// `stallThreshold` is reported stalled, so the pool sends nothing more to it; one that
+/// ignores a cancel for another `queryTimeout`, or whose backlog passes `maxInFlight`, is closed.
 public final class PostgresConnection: @unchecked Sendable {  // libpq and libevent state is touched only on `loop`'s thread; `broken` and `readBatchOpen` are atomic
+    /// The deadlines a connection enforces on its statements.
+    struct Deadlines: Sendable {
+        var queryTimeout: Duration
+        var stallThreshold: Duration
+        /// Statements on the wire (answered or not) beyond which the connection is recycled.
+        var maxInFlight: Int
+    }
+
+    /// A change in whether the connection is stalled, for the pool.
+    enum StallReport: Sendable, Equatable {
+        /// No progress for the stall threshold, behind a statement on `resource`.
+        case stalled(resource: String)
+        case resumed
+    }
+
     /// The pool's id for this connection.
     public let id: Int
     private let loop: EventLoop
+    private let deadlines: Deadlines
+    /// The thread `PQcancel` runs on (it connects to the server and waits).
+    private let canceller: EventLoop
+    /// Fires every half stall threshold while the connection is open.
+    private var watchdogEvent: OpaquePointer?
+    /// When a result last arrived, or work arrived on an idle wire (coarse monotonic ns).
+    private var lastProgress: UInt64 = 0
+    private var isStalled = false
+    /// The head statement cancels were sent for, when the first and the last went.
+    private var cancelSent: (query: ObjectIdentifier, first: UInt64, last: UInt64)?
+    /// Called on the loop thread when the connection becomes stalled or resumes.
+    private var onStall: (@Sendable (StallReport) -> Void)?
     private var connection: OpaquePointer?
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
     /// Signalled when reads were sent without a sync; its callback sends the sync once the
     /// loop's current turn has issued everything it will.
     private var syncEvent: OpaquePointer?
-    /// Statement names prepared on this connection.
-    private var prepared: Set<String> = []
+    /// Statement names prepared (or being prepared) on this connection, each with the number
+    /// of the PREPARE that made it: a failure only undoes the entry its own PREPARE made.
+    private var prepared: [String: Int] = [:]
+    private var preparesSent = 0
     /// What was sent and is not answered yet, in the order the answers will come.
     private var wire: Deque<WireItem> = []
     /// Statements whose results are in, acknowledged when their sync is (that is when they commit).
@@ -43,9 +78,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// Mirrors `unsyncedReads > 0` for the pool, which reads it from any thread.
     private let readBatchOpen = Atomic<Bool>(false)
 
-    private init(id: Int, loop: EventLoop) {
+    private init(id: Int, loop: EventLoop, deadlines: Deadlines, canceller: EventLoop) {
         self.id = id
         self.loop = loop
+        self.deadlines = deadlines
+        self.canceller = canceller
     }
 
     /// True once the connection has failed; it must not be used again.
@@ -64,9 +101,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// then driven on `loop`.
     static func connect(
         id: Int, conninfo: String, applicationName: String, timeout: Duration, loop: EventLoop, starter: EventLoop,
+        deadlines: Deadlines, canceller: EventLoop,
+        onStall: @escaping @Sendable (StallReport) -> Void,
         onUnexpectedClose: @escaping @Sendable (PostgresError) -> Void
     ) async throws -> PostgresConnection {
-        let connection = PostgresConnection(id: id, loop: loop)
+        let connection = PostgresConnection(id: id, loop: loop, deadlines: deadlines, canceller: canceller)
         let deadline = ContinuousClock.now + timeout
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             starter.execute {
@@ -86,6 +125,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                     return
                 }
                 connection.onUnexpectedClose = onUnexpectedClose
+                connection.onStall = onStall
                 continuation.resume()
             }
         }
@@ -162,40 +202,120 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
             withExtendedLifetime(connection) { connection.syncReads() }
         }, me)
+        watchdogEvent = event_new(loop.base, -1, Int16(EV_PERSIST), { _, _, context in
+            let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
+            withExtendedLifetime(connection) { connection.watchdog() }
+        }, me)
         event_add(readEvent, nil)
+        var interval = timeval(max(deadlines.stallThreshold / 2, .milliseconds(5)))
+        event_add(watchdogEvent, &interval)
     }
 
     // MARK: Queries
 
-    /// Runs a prepared statement (prepared here on first use) with `binds`; resumes with its rows.
-    public func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = []) async throws -> PostgresRows {
+    /// Runs a prepared statement (prepared here on first use) with `binds`; resumes with its rows,
+    /// or `.queryTimeout` after `timeout` (the connection's query timeout when nil).
+    public func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = [], timeout: Duration? = nil) async throws -> PostgresRows {
         let parameters = try binds.map { try $0.encoded() }
-        return try await enqueue(.prepared(statement, parameters))
+        return try await enqueue(.prepared(statement, parameters), timeout: timeout)
     }
 
     /// Runs one SQL statement without parameters (BEGIN, COMMIT, DDL…).
     public func simpleQuery(_ sql: String) async throws -> PostgresRows {
         guard !sql.utf8.contains(0) else { throw PostgresError(.invalidValue, "SQL contains a NUL byte") }
-        return try await enqueue(.simple(sql))
+        return try await enqueue(.simple(sql), timeout: nil)
     }
 
-    private func enqueue(_ command: PendingQuery.Command) async throws -> PostgresRows {
-        try await withCheckedThrowingContinuation { continuation in
+    private func enqueue(_ command: PendingQuery.Command, timeout: Duration?) async throws -> PostgresRows {
+        let deadline = monotonicNanoseconds() + nanoseconds(timeout ?? deadlines.queryTimeout)
+        return try await withCheckedThrowingContinuation { continuation in
             // On the loop (the usual case) the query goes out now, without a closure to queue.
             if loop.isInLoopThread {
-                start(command, continuation)
+                start(command, continuation, deadline: deadline)
             } else {
-                loop.execute { self.start(command, continuation) }
+                loop.execute { self.start(command, continuation, deadline: deadline) }
             }
         }
     }
 
-    private func start(_ command: PendingQuery.Command, _ continuation: CheckedContinuation<PostgresRows, Error>) {
+    private func start(_ command: PendingQuery.Command, _ continuation: CheckedContinuation<PostgresRows, Error>, deadline: UInt64) {
         guard connection != nil, !isBroken else {
             continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
             return
         }
-        send(PendingQuery(command: command, continuation: continuation))
+        if wire.isEmpty { lastProgress = monotonicNanoseconds() }
+        send(PendingQuery(command: command, continuation: continuation, deadline: deadline))
+    }
+
+    // MARK: Deadlines
+
+    /// Answers the queries past their deadline, reports a change in stalling, cancels a head
+    /// statement past its deadline, and closes a connection that ignores its cancel.
+    private func watchdog() {
+        guard connection != nil else { return }
+        let now = monotonicNanoseconds()
+        for item in wire {
+            guard let query = item.query, !query.answered, query.deadline <= now else { continue }
+            query.answer(.failure(PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")))
+        }
+        for query in awaitingSync where !query.answered && query.deadline <= now {
+            query.answer(.failure(PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")))
+        }
+        let head = wire.lazy.compactMap(\.query).first
+        let stalled = !wire.isEmpty && now &- lastProgress > nanoseconds(deadlines.stallThreshold)
+        if stalled != isStalled {
+            isStalled = stalled
+            onStall?(stalled ? .stalled(resource: head?.resource ?? "") : .resumed)
+            if stalled, let head { releaseReads(behind: head) }
+        }
+        guard let head else { return }
+        if let sent = cancelSent, sent.query == ObjectIdentifier(head) {
+            // A cancel that arrived between two statements cancels nothing: send it again every
+            // few stall thresholds; a connection that ignores them all is closed.
+            if now &- sent.first > 3 * nanoseconds(deadlines.queryTimeout) {
+                connectionFailed(PostgresError(.queryTimeout, "PostgreSQL ignored its cancel requests"))
+                return
+            }
+            if now &- sent.last > 5 * nanoseconds(deadlines.stallThreshold) { cancel(head) }
+        } else if head.deadline <= now {
+            cancel(head)
+        }
+        if wire.count > deadlines.maxInFlight {
+            connectionFailed(PostgresError(.queryTimeout, "\(wire.count) statements in flight on a stalled connection"))
+        }
+    }
+
+    /// Answers `.stalled` the reads queued behind a blocked head that wait on something else:
+    /// they have not run, so the pool runs them again on another connection (their results
+    /// here, if any come, are dropped). Writes stay: they may still commit, and are never sent twice.
+    private func releaseReads(behind head: PendingQuery) {
+        for item in wire {
+            guard let query = item.query, query !== head, query.isReadOnly, !query.answered, query.resource != head.resource else { continue }
+            query.answer(.failure(PostgresError(.stalled, "queued behind a blocked statement on \(head.resource)")))
+        }
+    }
+
+    /// The pool found another connection already stalled behind the same resource: the head
+    /// statement here is answered `.stalled` and cancelled, so this connection serves again.
+    func cancelStalledHead() {
+        loop.execute { [self] in cancelHeadOnLoop() }
+    }
+
+    private func cancelHeadOnLoop() {
+        guard connection != nil, let head = wire.lazy.compactMap(\.query).first else { return }
+        head.answer(.failure(PostgresError(.stalled, "PostgreSQL is not answering statements on \(head.resource)")))
+        if cancelSent?.query != ObjectIdentifier(head) { cancel(head) }
+    }
+
+    /// Asks the server to cancel what it is running (the head statement, unless it finished in
+    /// the meantime: then the next one, which fails with 57014 and is answered 503 like a timeout).
+    private func cancel(_ head: PendingQuery) {
+        guard let pg = connection, let handle = PQgetCancel(pg) else { return }
+        let now = monotonicNanoseconds()
+        let first = cancelSent.flatMap { $0.query == ObjectIdentifier(head) ? $0.first : nil } ?? now
+        cancelSent = (ObjectIdentifier(head), first, now)
+        let request = CancelRequest(handle)
+        canceller.execute { request.send() }
     }
 
     /// Puts a query on the wire, behind whatever is still in flight: its PREPARE the first time
@@ -203,7 +323,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// (for a read) at the end of the loop's turn.
     private func send(_ query: PendingQuery) {
         guard let pg = connection else {
-            query.continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
+            query.answer(.failure(PostgresError(.connectionLost, "the connection is closed")))
             return
         }
         var ok = true
@@ -213,11 +333,13 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             wire.append(.command(query, last: true))
             ok = ok && sync(pg)
         case .prepared(let statement, let parameters):
-            if !prepared.contains(statement.name) {
+            defer { query.preparation = prepared[statement.name] }
+            if prepared[statement.name] == nil {
                 ok = syncPendingReads(pg) && PQsendPrepare(pg, statement.name, statement.sql, 0, nil) == 1
                 wire.append(.command(query, last: false))
                 ok = ok && sync(pg)
-                prepared.insert(statement.name)
+                preparesSent += 1
+                prepared[statement.name] = preparesSent
                 query.preparedHere = true
             }
             if statement.isReadOnly {
@@ -303,6 +425,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             return
         }
         var previousWasNull = false
+        var progressed = false
+        defer { if progressed { lastProgress = monotonicNanoseconds() } }
         while let pg = connection, PQisBusy(pg) == 0 {
             guard let result = PQgetResult(pg) else {
                 if inCommand {
@@ -315,6 +439,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 continue
             }
             previousWasNull = false
+            progressed = true
             defer { PQclear(result) }
             let status = PQresultStatus(result)
             if status == PGRES_PIPELINE_SYNC {
@@ -347,8 +472,20 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// The command at the head of the wire has all its results.
     private func commandFinished() {
         guard case .command(let query, let last)? = wire.popFirst() else { return }
-        guard last else { return }  // its PREPARE; the execution follows
-        if query.aborted && query.collector.error == nil {
+        guard last else {
+            // Its PREPARE; the execution follows. A PREPARE that failed (or was cancelled)
+            // left nothing prepared, whatever becomes of the query.
+            guard let error = query.collector.error, case .prepared(let statement, _) = query.command else { return }
+            if error.sqlState == "42P05" {
+                query.collector.error = nil  // it exists already: as good as prepared
+            } else if prepared[statement.name] == query.preparation {
+                prepared[statement.name] = nil
+            }
+            return
+        }
+        if query.answered {
+            return  // timed out and answered already; its results are dropped
+        } else if query.aborted && query.collector.error == nil {
             // Skipped because an earlier read of its batch failed: it never ran, so run it again.
             query.aborted = false
             query.collector = ResultCollector()
@@ -363,12 +500,17 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// Resumes the caller with the query's rows or its first error.
     private func finish(_ query: PendingQuery) {
         if let error = query.collector.error {
-            if query.preparedHere, query.collector.firstResultFailed, case .prepared(let statement, _) = query.command {
-                prepared.remove(statement.name)
+            if error.sqlState == "26000", case .prepared(let statement, _) = query.command {
+                // The statement is missing on the server (its PREPARE failed, or a pooler or
+                // DISCARD ALL dropped it): prepare it again next time, unless a newer PREPARE
+                // is on its way, and let this request be retried.
+                if prepared[statement.name] == query.preparation { prepared[statement.name] = nil }
+                query.answer(.failure(PostgresError(.connectionLost, "the statement was not prepared on the server", sqlState: error.sqlState)))
+                return
             }
-            query.continuation.resume(throwing: error)
+            query.answer(.failure(error))
         } else {
-            query.continuation.resume(returning: query.collector.rows ?? .empty)
+            query.answer(.success(query.collector.rows ?? .empty))
         }
     }
 
@@ -388,10 +530,15 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         unsyncedReads = 0
         readBatchOpen.store(false, ordering: .relaxed)
         for query in failed {
-            query.continuation.resume(throwing: PostgresError(
+            query.answer(.failure(PostgresError(
                 error.kind, query.collector.error?.message ?? error.message, sqlState: query.collector.error?.sqlState
-            ))
+            )))
         }
+        if isStalled {
+            isStalled = false
+            onStall?(.resumed)
+        }
+        onStall = nil
         onUnexpectedClose?(error)
         onUnexpectedClose = nil
     }
@@ -401,9 +548,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         if let readEvent { event_free(readEvent) }
         if let writeEvent { event_free(writeEvent) }
         if let syncEvent { event_free(syncEvent) }
+        if let watchdogEvent { event_free(watchdogEvent) }
         readEvent = nil
         writeEvent = nil
         syncEvent = nil
+        watchdogEvent = nil
         if let connection { PQfinish(connection) }
         connection = nil
     }
@@ -427,16 +576,36 @@ private final class PendingQuery {
         case prepared(PreparedStatement, [[CChar]?])
     }
     let command: Command
-    let continuation: CheckedContinuation<PostgresRows, Error>
-    /// This query carried its statement's PREPARE (undone if the query fails).
+    private let continuation: CheckedContinuation<PostgresRows, Error>
+    /// When it times out (coarse monotonic ns).
+    let deadline: UInt64
+    /// Its caller has its answer (rows, an error, or a timeout); whatever comes later is dropped.
+    private(set) var answered = false
+    /// This query carried its statement's PREPARE.
     var preparedHere = false
+    /// The number of the PREPARE its execution relies on.
+    var preparation: Int?
     /// The server skipped its execution (an earlier statement of its segment failed).
     var aborted = false
     var collector = ResultCollector()
 
-    init(command: Command, continuation: CheckedContinuation<PostgresRows, Error>) {
+    init(command: Command, continuation: CheckedContinuation<PostgresRows, Error>, deadline: UInt64) {
         self.command = command
         self.continuation = continuation
+        self.deadline = deadline
+    }
+
+    /// Resumes the caller, once: a later answer (results after a timeout) is ignored.
+    func answer(_ result: Result<PostgresRows, Error>) {
+        guard !answered else { return }
+        answered = true
+        continuation.resume(with: result)
+    }
+
+    /// What the statement waits on when it blocks (see `PreparedStatement.resource`).
+    var resource: String {
+        if case .prepared(let statement, _) = command { return statement.resource }
+        return ""
     }
 
     var isReadOnly: Bool {
@@ -461,13 +630,8 @@ private enum WireItem {
 private struct ResultCollector {
     var rows: PostgresRows?
     var error: PostgresError?
-    private var results = 0
-    /// The first result (a PREPARE's, when the query carried one) was an error.
-    var firstResultFailed = false
 
     mutating func add(_ result: OpaquePointer) {
-        results += 1
-        defer { if results == 1 && error != nil { firstResultFailed = true } }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_SINGLE_TUPLE:
             rows = copyRows(result)
@@ -481,8 +645,11 @@ private struct ResultCollector {
 
 /// Starts a connection with `PQconnectStartParams` (which may block resolving a host name).
 private func startConnection(conninfo: String, applicationName: String) -> OpaquePointer? {
-    let keywords = ["dbname", "application_name", "client_encoding"]
-    let values = [conninfo, applicationName, "UTF8"]
+    // TCP keepalives and a user timeout come first, so the caller's conninfo can override them:
+    // a peer that vanishes (a black-holed network) is noticed in about ten seconds, not hours.
+    let keywords = ["keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                    "dbname", "application_name", "client_encoding"]
+    let values = ["1", "5", "2", "3", "10000", conninfo, applicationName, "UTF8"]
     return withCStringArray(keywords) { keys in
         withCStringArray(values) { vals in PQconnectStartParams(keys, vals, 1) }
     }
@@ -499,6 +666,34 @@ private final class ConnectAttempt {
     var done = false
     let completion: (Result<Void, Error>) -> Void
     init(completion: @escaping (Result<Void, Error>) -> Void) { self.completion = completion }
+}
+
+/// A `PGcancel` on its way to the canceller thread, used and freed there once.
+private final class CancelRequest: @unchecked Sendable {  // made on the loop, then touched only by the canceller thread
+    private let handle: OpaquePointer
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+
+    /// Sends the cancel request (blocks until the server takes it) and frees the handle.
+    func send() {
+        var message = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(handle, &message, Int32(message.count))
+        PQfreeCancel(handle)
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: a few nanoseconds to read, a few milliseconds fine,
+/// which is all statement deadlines need.
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// A non-negative `Duration` in nanoseconds.
+func nanoseconds(_ duration: Duration) -> UInt64 {
+    let (seconds, attoseconds) = duration.components
+    return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
 }
 
 /// A closure handed through libevent's `void *` argument.

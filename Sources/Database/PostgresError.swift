@@ -22,6 +22,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, Equatable
         case unavailable
         /// The pool is shutting down.
         case poolClosed
+        /// The query had no answer within the query timeout; it was cancelled on the server.
+        case queryTimeout
+        /// Every connection that could run the statement is stalled behind a blocked one.
+        case stalled
     }
 
     public let kind: Kind
@@ -39,18 +43,18 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, Equatable
 
     /// SQLSTATE class 22: the data did not fit (bad encoding, value too long, out of range…).
     public var isDataError: Bool { sqlState?.hasPrefix("22") ?? false }
-    /// SQLSTATE 23505.
-    public var isUniqueViolation: Bool { sqlState == "23505" }
     /// Integrity constraint violations (class 23): not-null, check, foreign key, unique.
     public var isConstraintViolation: Bool { sqlState?.hasPrefix("23") ?? false }
     /// True when retrying later may succeed: the database or the pool is unavailable right now.
     public var isTransient: Bool {
         switch kind {
-        case .connectFailed, .connectTimeout, .connectionLost, .poolTimeout, .poolQueueFull, .unavailable, .poolClosed:
+        case .connectFailed, .connectTimeout, .connectionLost, .poolTimeout, .poolQueueFull, .unavailable, .poolClosed,
+             .queryTimeout, .stalled:
             return true
         case .server:
-            // 08: connection exception; 53: insufficient resources; 57P: operator intervention.
-            return sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("53") || $0.hasPrefix("57P") } ?? false
+            // 08: connection exception; 53: insufficient resources; 57P: operator intervention;
+            // 57014: a statement cancelled (by this server's query timeout) or timed out.
+            return sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("53") || $0.hasPrefix("57") } ?? false
         case .invalidValue, .decoding:
             return false
         }

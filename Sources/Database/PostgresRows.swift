@@ -222,13 +222,21 @@ public struct PreparedStatement: Sendable, Hashable {
     /// one pipeline batch on one connection: one packet and one PostgreSQL wake-up for all of
     /// them. Larger reads spread over the connections, so no answer waits behind a long one.
     public let returnsAtMostOneRow: Bool
+    /// What the statement waits on when it blocks (its table, say): while a connection is
+    /// stalled behind a statement on one resource, the pool sends further statements on that
+    /// resource after it, not to connections other statements need. Defaults to the name.
+    public let resource: String
 
-    public init(name: String, sql: String, readOnly: Bool = false, binaryResults: Bool = false, atMostOneRow: Bool = false) {
+    public init(
+        name: String, sql: String, readOnly: Bool = false, binaryResults: Bool = false, atMostOneRow: Bool = false,
+        resource: String? = nil
+    ) {
         self.name = name
         self.sql = sql
         self.isReadOnly = readOnly
         self.binaryResults = binaryResults
         self.returnsAtMostOneRow = atMostOneRow
+        self.resource = resource ?? name
     }
 }
 

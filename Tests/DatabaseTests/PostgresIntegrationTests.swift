@@ -131,7 +131,7 @@ struct PostgresIntegrationTests {
             let insert = PreparedStatement(name: "ins_u", sql: "INSERT INTO u VALUES ($1, $2)")
             _ = try await connection.query(insert, [.int(1), .text("a")])
             let duplicate = await #expect(throws: PostgresError.self) { try await connection.query(insert, [.int(1), .text("b")]) }
-            #expect(duplicate?.isUniqueViolation == true)
+            #expect(duplicate?.sqlState == "23505")
             #expect(duplicate?.kind == .server)
             let tooLong = await #expect(throws: PostgresError.self) { try await connection.query(insert, [.int(2), .text("abcd")]) }
             #expect(tooLong?.isDataError == true)
