@@ -12,6 +12,7 @@ COPY Package.swift ./
 RUN swift package resolve
 COPY Sources ./Sources
 COPY Tests ./Tests
+COPY Fuzz ./Fuzz
 RUN swift build -c release --static-swift-stdlib --product task-management \
  && install -D "$(swift build -c release --show-bin-path)/task-management" /out/task-management
 

@@ -1,6 +1,6 @@
 # The two commands: `make run` (server on :5555 with a private PostgreSQL under .data/) and
 # `make test` (the whole suite against a throwaway PostgreSQL). The checks below run in CI too.
-.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean
+.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean fuzz hostile soak
 
 run:
 	@scripts/run.sh
@@ -27,7 +27,19 @@ k8s-check:
 delivery-check:
 	@scripts/delivery-check.sh
 
-check: test k8s-check delivery-check image-check
+# libFuzzer targets (request parser, JSON and validation, router), FUZZ_SECONDS each (default 60).
+fuzz:
+	@scripts/fuzz.sh
+
+# Hostile clients against the release binary: slowloris, trickled chunks, idle floods, slow readers.
+hostile:
+	@scripts/hostile.sh
+
+# The UI's calls for SOAK_SECONDS (default 600): RSS must stay flat, no 5xx.
+soak:
+	@scripts/soak.sh
+
+check: test hostile fuzz k8s-check delivery-check image-check
 
 # Side-by-side benchmark with the peer and the ceilings (../shared/bench).
 bench:

