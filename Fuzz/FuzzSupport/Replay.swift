@@ -21,6 +21,12 @@ private func LLVMFuzzerRunDriver(
     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
 ) -> Int32
 
+/// Runs `target` on one input libFuzzer hands over; libFuzzer's convention is to return 0.
+public func fuzzInput(_ data: UnsafePointer<UInt8>?, _ size: Int, _ target: (UnsafeRawBufferPointer) -> Void) -> Int32 {
+    target(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
+
 /// Hands the process to libFuzzer (its flags come from the command line), which calls
 /// `target` with each input it tries.
 public func runLibFuzzer(_ target: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32 {

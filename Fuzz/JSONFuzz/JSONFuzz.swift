@@ -16,22 +16,10 @@ func fuzzJSON(_ data: UnsafeRawBufferPointer) {
     _ = try? RequestValidation.darkMode(object)
 }
 
+// libFuzzer's input callback and the `main` SwiftPM links; without libFuzzer, a corpus replayer.
 #if FUZZING
-/// What libFuzzer calls with each input.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzzJSON(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
-/// The entry point SwiftPM links (the target's `main`): libFuzzer's driver.
-@_cdecl("JSONFuzz_main")
-public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
-    runLibFuzzer(fuzzOneInput)
-}
+@_cdecl("LLVMFuzzerTestOneInput") public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 { fuzzInput(data, size, fuzzJSON) }
+@_cdecl("JSONFuzz_main") public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 { runLibFuzzer(fuzzOneInput) }
 #else
-/// Without libFuzzer: replays the files named on the command line through the target.
-@main enum Replay {
-    static func main() { replay(CommandLine.arguments.dropFirst(), through: fuzzJSON) }
-}
+@main enum Replay { static func main() { replay(CommandLine.arguments.dropFirst(), through: fuzzJSON) } }
 #endif

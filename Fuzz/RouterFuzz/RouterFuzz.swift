@@ -27,22 +27,10 @@ func fuzzRouter(_ data: UnsafeRawBufferPointer) {
     precondition(response.map { (200...599).contains($0.status) } ?? true, "an answer with an invalid status")
 }
 
+// libFuzzer's input callback and the `main` SwiftPM links; without libFuzzer, a corpus replayer.
 #if FUZZING
-/// What libFuzzer calls with each input.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-    fuzzRouter(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
-/// The entry point SwiftPM links (the target's `main`): libFuzzer's driver.
-@_cdecl("RouterFuzz_main")
-public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 {
-    runLibFuzzer(fuzzOneInput)
-}
+@_cdecl("LLVMFuzzerTestOneInput") public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 { fuzzInput(data, size, fuzzRouter) }
+@_cdecl("RouterFuzz_main") public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> Int32 { runLibFuzzer(fuzzOneInput) }
 #else
-/// Without libFuzzer: replays the files named on the command line through the target.
-@main enum Replay {
-    static func main() { replay(CommandLine.arguments.dropFirst(), through: fuzzRouter) }
-}
+@main enum Replay { static func main() { replay(CommandLine.arguments.dropFirst(), through: fuzzRouter) } }
 #endif

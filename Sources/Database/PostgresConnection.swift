@@ -46,7 +46,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private let canceller: EventLoop
     /// Fires every half stall threshold while the connection is open.
     private var watchdogEvent: OpaquePointer?
-    /// When a result last arrived, or work arrived on an idle wire (coarse monotonic ns).
+    /// When bytes last arrived from the server, or work arrived on an idle wire (coarse monotonic ns).
     private var lastProgress: UInt64 = 0
     private var isStalled = false
     /// The head statement cancels were sent for, when the first and the last went.
@@ -424,9 +424,9 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
             return
         }
+        // Bytes arrived: a statement that is sending rows is moving, even before its result is whole.
+        lastProgress = monotonicNanoseconds()
         var previousWasNull = false
-        var progressed = false
-        defer { if progressed { lastProgress = monotonicNanoseconds() } }
         while let pg = connection, PQisBusy(pg) == 0 {
             guard let result = PQgetResult(pg) else {
                 if inCommand {
@@ -439,7 +439,6 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 continue
             }
             previousWasNull = false
-            progressed = true
             defer { PQclear(result) }
             let status = PQresultStatus(result)
             if status == PGRES_PIPELINE_SYNC {

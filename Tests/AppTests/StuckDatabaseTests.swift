@@ -76,22 +76,15 @@ struct StuckDatabaseTests {
                         }
                     }
                 }
-                // The other table, one request at a time.
-                group.addTask {
-                    while ContinuousClock.now < until {
-                        let started = ContinuousClock.now
-                        let response = try await httpRequest(port: port, "GET", "/api/settings")
-                        outcomes.withLock { $0.append(Outcome(path: "/api/settings", status: response.status, elapsed: ContinuousClock.now - started, createdID: nil)) }
-                        try await Task.sleep(for: .milliseconds(20))
-                    }
-                }
-                // Readiness, as a kubelet would poll it.
-                group.addTask {
-                    while ContinuousClock.now < until {
-                        let started = ContinuousClock.now
-                        let response = try await httpRequest(port: port, "GET", "/readyz")
-                        outcomes.withLock { $0.append(Outcome(path: "/readyz", status: response.status, elapsed: ContinuousClock.now - started, createdID: nil)) }
-                        try await Task.sleep(for: .milliseconds(200))
+                // The other table, one request at a time, and readiness as a kubelet polls it.
+                for (path, pause) in [("/api/settings", Duration.milliseconds(20)), ("/readyz", .milliseconds(200))] {
+                    group.addTask {
+                        while ContinuousClock.now < until {
+                            let started = ContinuousClock.now
+                            let response = try await httpRequest(port: port, "GET", path)
+                            outcomes.withLock { $0.append(Outcome(path: path, status: response.status, elapsed: ContinuousClock.now - started, createdID: nil)) }
+                            try await Task.sleep(for: pause)
+                        }
                     }
                 }
                 // The server's connections as PostgreSQL sees them.
