@@ -16,7 +16,8 @@ import DequeModule
 /// A connection reported *stalled* (its statements stopped making progress: a lock, a hung
 /// backend) gets no new work. The first one stalled behind a resource (a table) takes, up to
 /// its pipeline depth, the further statements on that resource, which would only block
-/// elsewhere too; beyond that they fail at once with `.stalled`. A second connection stalled
+/// elsewhere too; beyond that, while it is still stalled, they fail at once with `.stalled`
+/// (once it moves again they are placed as usual). A second connection stalled
 /// behind the same resource is told to cancel its head statement, so it serves again.
 struct PoolStateMachine {
     typealias ConnectionID = Int
@@ -163,18 +164,25 @@ struct PoolStateMachine {
                 quarantine[resource] = nil
             } else if held.connection != avoiding {
                 // Statements on a blocked resource go behind the one blocked already, not elsewhere.
-                let blocked = held.connection
-                switch connections[blocked] {
+                var blocked: ConnectionID? = held.connection
+                switch connections[held.connection] {
                 case .shared(let count) where count < configuration.maxSharedPerConnection:
-                    connections[blocked] = .shared(count + 1)
+                    connections[held.connection] = .shared(count + 1)
                 case .idle:
-                    idle.removeAll { $0 == blocked }
-                    connections[blocked] = .shared(1)
+                    idle.removeAll { $0 == held.connection }
+                    connections[held.connection] = .shared(1)
                 default:
+                    blocked = nil
+                }
+                if let blocked {
+                    countWrite(kind, on: blocked)
+                    return [.lease(blocked, to: waiter, waited: .zero)]
+                }
+                // Full: while it is still stalled, more would only block elsewhere too; once
+                // it moves again (a pause that was no lock), the statement is placed as usual.
+                if stalled[held.connection] != nil {
                     return [.fail(waiter, PostgresError(.stalled, "PostgreSQL is not answering statements on \(resource)"))]
                 }
-                countWrite(kind, on: blocked)
-                return [.lease(blocked, to: waiter, waited: .zero)]
             }
         }
         if waiters.isEmpty, let connection = joinableBatch(openBatch, for: kind) ?? bestConnection(for: kind, group: group, avoiding: avoiding) {

@@ -127,6 +127,11 @@ struct StuckDatabaseTests {
             #expect(created.isSubset(of: stored))
             #expect(connectionsSeen.withLock { $0 } <= poolSize)
             #expect(try await app.get("/api/settings").status == 200)
+            let times = settings.map(\.elapsed).sorted()
+            print("stuck database: task requests \(Dictionary(grouping: locked, by: \.status).mapValues(\.count)), "
+                + "slowest 503 \(locked.filter { $0.status == 503 }.map(\.elapsed).max() ?? .zero); settings reads \(settings.count), "
+                + "median \(times[times.count / 2]), max \(times.last ?? .zero); readyz \(ready.map(\.status)); "
+                + "server connections seen \(connectionsSeen.withLock { $0 })")
         } catch {
             await app.stop()
             throw error

@@ -37,6 +37,17 @@ struct PoolStallTests {
         #expect(pool.leaseRequested(14, kind: .shared, resource: "settings", now: t0) == [.lease(0, to: 14, waited: .zero)])
     }
 
+    /// A holder that moves again (a pause, not a lock) and is full no longer refuses: the
+    /// statement is placed as usual.
+    @Test func aFullHolderThatMovesAgainNoLongerRefuses() {
+        var pool = twoConnections()
+        _ = pool.leaseRequested(10, kind: .shared, resource: "tasks", now: t0)
+        _ = pool.connectionStalled(1, resource: "tasks", now: t0)
+        #expect(pool.leaseRequested(11, kind: .shared, resource: "tasks", now: t0) == [.lease(1, to: 11, waited: .zero)])
+        _ = pool.connectionResumed(1, now: t0 + .milliseconds(10))
+        #expect(pool.leaseRequested(12, kind: .shared, resource: "tasks", now: t0) == [.lease(0, to: 12, waited: .zero)])
+    }
+
     @Test func aSecondConnectionStalledOnTheSameResourceIsToldToCancel() {
         var pool = twoConnections()
         _ = pool.leaseRequested(10, kind: .shared, resource: "tasks", now: t0)
