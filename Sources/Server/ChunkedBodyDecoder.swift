@@ -67,9 +67,17 @@ struct ChunkedBodyDecoder {
                 phase = remaining == take ? .dataCR : .data(remaining: remaining - take)
                 continue
             }
+            if case .extensions = phase {
+                // Extensions are skipped in one tight scan up to their CR (or a refused byte).
+                let start = index
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\r"), isFieldValueByte(bytes[index]) { index += 1 }
+                wireBytes += index - start
+                if wireBytes > maxBodyBytes { return (index, .failure(Self.tooLarge)) }
+                if index == bytes.count { break }
+            }
             let byte = bytes[index]
             index += 1
-            if phase == .trailer || phase == .trailerLineFeed {
+            if isInTrailers {
                 trailerBytes += 1
                 if trailerBytes > maxTrailerBytes { return (index, .failure(Self.trailersTooLarge)) }
             } else {
@@ -80,6 +88,13 @@ struct ChunkedBodyDecoder {
             if phase == .done { return (index, .complete) }
         }
         return (index, .needMore)
+    }
+
+    private var isInTrailers: Bool {
+        switch phase {
+        case .trailer, .trailerLineFeed: true
+        default: false
+        }
     }
 
     /// The body, once complete (the decoder is spent).

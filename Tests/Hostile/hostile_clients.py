@@ -99,7 +99,13 @@ def closed_by_server(s, within):
 
 
 def healthz_prober(port, stop, results):
-    """A well-behaved client: one keep-alive connection, /healthz every 20 ms."""
+    """A well-behaved client: one keep-alive connection, /healthz every 20 ms. It runs at a
+    higher priority than the attackers (which share these 2 cores with the server), so what it
+    measures is the server's latency, not its own wait for a CPU."""
+    try:
+        os.nice(-10)
+    except OSError:
+        pass
     latencies = []
     s = connect(port)
     while not stop.is_set():
@@ -291,7 +297,7 @@ def phase_slow_readers(port, pid):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
         s.connect(("127.0.0.1", port))
         # Pipelined list requests: far more answer than the kernel buffers hold.
-        s.sendall(b"GET /api/tasks HTTP/1.1\r\nHost: t\r\n\r\n" * 8)
+        s.sendall(b"GET /api/tasks HTTP/1.1\r\nHost: t\r\n\r\n" * 4)
         sockets.append(s)
     started = time.monotonic()
     while time.monotonic() - started < TIMEOUT_S + 3:
