@@ -67,6 +67,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private var wire: Deque<WireItem> = []
     /// Statements whose results are in, acknowledged when their sync is (that is when they commit).
     private var awaitingSync: [PendingQuery] = []
+    /// Reads skipped because an earlier statement of their segment failed; sent again when
+    /// that segment's sync arrives.
+    private var skippedReads: [PendingQuery] = []
+    /// How often one read is sent again after being skipped.
+    static let maxResends = 64
     /// Read-only statements sent since the last sync.
     private var unsyncedReads = 0
     /// `PQgetResult` returned a result of the command at the head of `wire` (so the next NULL
@@ -258,7 +263,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             guard let query = item.query, !query.answered, query.deadline <= now else { continue }
             query.answer(.failure(PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")))
         }
-        for query in awaitingSync where !query.answered && query.deadline <= now {
+        for query in awaitingSync + skippedReads where !query.answered && query.deadline <= now {
             query.answer(.failure(PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")))
         }
         let head = wire.lazy.compactMap(\.query).first
@@ -449,6 +454,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 let acknowledged = awaitingSync
                 awaitingSync.removeAll()
                 acknowledged.forEach(finish)
+                // The failed segment is over: its skipped reads go out again in a new one. (Sent
+                // before this sync, libpq would report them skipped again at once, for ever.)
+                let skipped = skippedReads
+                skippedReads.removeAll()
+                skipped.filter { !$0.answered }.forEach(send)
                 continue
             }
             guard case .command(let query, _)? = wire.first else {
@@ -485,10 +495,16 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         if query.answered {
             return  // timed out and answered already; its results are dropped
         } else if query.aborted && query.collector.error == nil {
-            // Skipped because an earlier read of its batch failed: it never ran, so run it again.
+            // Skipped because an earlier read of its batch failed: it never ran, so it runs again
+            // once the failed segment's sync is in, a bounded number of times.
             query.aborted = false
             query.collector = ResultCollector()
-            send(query)
+            query.resends += 1
+            if query.resends > Self.maxResends {
+                query.answer(.failure(PostgresError(.connectionLost, "a read was skipped \(Self.maxResends) times by failures before it")))
+            } else {
+                skippedReads.append(query)
+            }
         } else if query.isReadOnly {
             finish(query)
         } else {
@@ -519,7 +535,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private func connectionFailed(_ error: PostgresError) {
         guard connection != nil else { return }
         finishConnection()
-        var failed = awaitingSync
+        var failed = awaitingSync + skippedReads
+        skippedReads.removeAll()
         var seen = Set(failed.map(ObjectIdentifier.init))
         for item in wire {
             if let query = item.query, seen.insert(ObjectIdentifier(query)).inserted { failed.append(query) }
@@ -584,6 +601,8 @@ private final class PendingQuery {
     var preparedHere = false
     /// The number of the PREPARE its execution relies on.
     var preparation: Int?
+    /// How often it was sent again after being skipped.
+    var resends = 0
     /// The server skipped its execution (an earlier statement of its segment failed).
     var aborted = false
     var collector = ResultCollector()
