@@ -57,7 +57,7 @@ struct AppConfiguration: Sendable {
         maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: 262_144, range: 1024...1_073_741_824)
         maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: defaultConnections, range: 1...1_000_000)
         queryTimeout = .milliseconds(try reader.int("DB_QUERY_TIMEOUT_MS", default: 5000, range: 1...3_600_000))
-        stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: 100, range: 10...600_000))
+        stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: 1000, range: 10...600_000))
         readyProbeTimeout = .milliseconds(try reader.int("READY_PROBE_TIMEOUT_MS", default: 1000, range: 1...600_000))
         guard queryTimeout < httpTimeout else {
             throw ConfigurationError(variable: "DB_QUERY_TIMEOUT_MS", message: "must be below HTTP_TIMEOUT_S, so a stuck query is answered 503 before the request times out")

@@ -29,7 +29,7 @@ public struct PoolConfiguration: Sendable {
         minConnections: Int = 1, maxWaiters: Int = PoolConfiguration.defaultMaxWaiters, acquireTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
         maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16,
-        queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .milliseconds(100)
+        queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .seconds(1)
     ) {
         self.conninfo = conninfo
         self.applicationName = applicationName
@@ -106,7 +106,7 @@ public actor ConnectionPool {
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             maxSharedPerConnection: max(1, configuration.pipelineDepth),
             initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff,
-            affinityGroups: loops.loops.count, quarantineHold: configuration.stallThreshold * 10
+            affinityGroups: loops.loops.count, quarantineHold: configuration.stallThreshold * 2
         ))
         loops.start()
         connector.start()

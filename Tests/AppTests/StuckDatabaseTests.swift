@@ -28,7 +28,7 @@ struct StuckDatabaseTests {
         let queryTimeout = Duration.seconds(1)
         let poolSize = 8
         let app = try await TestApp.start(environment: [
-            "DB_QUERY_TIMEOUT_MS": "1000", "HTTP_TIMEOUT_S": "10", "READY_PROBE_TIMEOUT_MS": "300",
+            "DB_QUERY_TIMEOUT_MS": "1000", "HTTP_TIMEOUT_S": "10", "READY_PROBE_TIMEOUT_MS": "300", "DB_STALL_THRESHOLD_MS": "100",
             "DB_POOL_SIZE": "\(poolSize)",
         ])
         do {
