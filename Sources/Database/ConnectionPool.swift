@@ -106,7 +106,7 @@ public actor ConnectionPool {
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             maxSharedPerConnection: max(1, configuration.pipelineDepth),
             initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff,
-            affinityGroups: loops.loops.count, quarantineHold: configuration.stallThreshold * 2
+            affinityGroups: loops.loops.count, quarantineHold: max(configuration.stallThreshold * 2, .seconds(1))
         ))
         loops.start()
         connector.start()
