@@ -315,7 +315,7 @@ public actor ConnectionPool {
                     timeout: configuration.connectTimeout, loop: loop, starter: connector,
                     deadlines: .init(
                         queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold,
-                        maxInFlight: 4 * configuration.pipelineDepth + 8
+                        maxInFlight: PostgresConnection.inFlightPerDepth * configuration.pipelineDepth + 8
                     ),
                     canceller: canceller,
                     onStall: { [weak self] report in

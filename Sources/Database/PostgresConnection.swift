@@ -72,6 +72,13 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private var skippedReads: [PendingQuery] = []
     /// How often one read is sent again after being skipped.
     static let maxResends = 64
+    /// A cancel for the same head statement is sent again after this many stall thresholds.
+    static let cancelResendThresholds = 5
+    /// A connection whose head statement outlives this many query timeouts after its first
+    /// cancel is closed.
+    static let cancelGiveUpTimeouts = 3
+    /// Statements on the wire, per unit of pipeline depth, beyond which a connection is recycled.
+    static let inFlightPerDepth = 4
     /// Read-only statements sent since the last sync.
     private var unsyncedReads = 0
     /// `PQgetResult` returned a result of the command at the head of `wire` (so the next NULL
@@ -277,11 +284,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         if let sent = cancelSent, sent.query == ObjectIdentifier(head) {
             // A cancel that arrived between two statements cancels nothing: send it again every
             // few stall thresholds; a connection that ignores them all is closed.
-            if now &- sent.first > 3 * nanoseconds(deadlines.queryTimeout) {
+            if now &- sent.first > UInt64(Self.cancelGiveUpTimeouts) * nanoseconds(deadlines.queryTimeout) {
                 connectionFailed(PostgresError(.queryTimeout, "PostgreSQL ignored its cancel requests"))
                 return
             }
-            if now &- sent.last > 5 * nanoseconds(deadlines.stallThreshold) { cancel(head) }
+            if now &- sent.last > UInt64(Self.cancelResendThresholds) * nanoseconds(deadlines.stallThreshold) { cancel(head) }
         } else if head.deadline <= now {
             cancel(head)
         }
