@@ -4,8 +4,10 @@
 #  (b) the runtime stage runs the binary: a bookworm root filesystem made with debootstrap
 #      (cached in .build-rootfs/), exactly the runtime stage's packages, the
 #      --static-swift-stdlib release binary copied in, started with chroot as the image's
-#      non-root user against a throwaway PostgreSQL; /readyz and a task round trip must work,
-#      and SIGTERM must end it with status 0.
+#      non-root user against a throwaway PostgreSQL, with /proc mounted as every container
+#      runtime does (libdispatch's worker-pool monitor reads /proc/<pid>/task and traps
+#      without it); /readyz and a task round trip must work, and SIGTERM must end it with
+#      status 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -32,6 +34,7 @@ grep -q "apt-get install -y --no-install-recommends $packages" Dockerfile \
   || { echo "the runtime-packages comment and the runtime stage's install line differ" >&2; exit 1; }
 rootfs=.build-rootfs
 stamp="$rootfs/.ready-$(echo "$packages" | md5sum | cut -c1-12)"
+mountpoint -q "$rootfs/proc" 2>/dev/null && umount "$rootfs/proc"
 if [ ! -f "$stamp" ]; then
   rm -rf "$rootfs"
   debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/tmp/debootstrap.log 2>&1 \
@@ -56,11 +59,14 @@ port=$(scripts/pg-cluster.sh free-port)
 pid=
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  mountpoint -q "$rootfs/proc" && umount "$rootfs/proc"
   scripts/pg-cluster.sh stop "$workdir/pg"
   rm -rf "$workdir"
 }
 trap cleanup EXIT
 scripts/pg-cluster.sh start "$workdir/pg" "$pgport"
+mount -t proc proc "$rootfs/proc"
 
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DATABASE_URL="postgresql://postgres@127.0.0.1:$pgport/taskmanagement" PORT="$port" HOST=127.0.0.1 LOG_LEVEL=info \
   chroot --userspec=10001:10001 "$rootfs" /usr/local/bin/task-management >"$workdir/server.log" 2>&1 &
