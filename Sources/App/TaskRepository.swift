@@ -114,10 +114,16 @@ enum Statements {
     static let settingsTable = "settings"
 
     static let taskColumns = "id, title, description, status::text, created_at, updated_at"
+    /// What `taskColumns` must come back as (`TaskItem` reads them by position).
+    static let taskShape: [ResultShape.Column] = [
+        .init("id", .integer), .init("title", .text), .init("description", .text), .init("status", .text),
+        .init("created_at", .timestamp), .init("updated_at", .timestamp),
+    ]
+    static let settingsShape: [ResultShape.Column] = [.init("dark_mode", .boolean), .init("updated_at", .timestamp)]
 
     static let findTask = PreparedStatement(
         name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true, atMostOneRow: true,
-        resource: tasksTable
+        resource: tasksTable, returns: .select(taskShape)
     )
 
     static let insertTask = PreparedStatement(
@@ -126,7 +132,7 @@ enum Statements {
             INSERT INTO tasks (title, description, status, created_at, updated_at)
             VALUES ($1, $2, $3, now(), now()) RETURNING \(taskColumns)
             """,
-        binaryResults: true, resource: tasksTable
+        binaryResults: true, resource: tasksTable, returns: .rows("INSERT", taskShape)
     )
 
     static let updateTask = PreparedStatement(
@@ -139,15 +145,16 @@ enum Statements {
                 updated_at = now()
             WHERE id = $1 RETURNING \(taskColumns)
             """,
-        binaryResults: true, resource: tasksTable
+        binaryResults: true, atMostOneRow: true, resource: tasksTable, returns: .rows("UPDATE", taskShape)
     )
 
-    static let deleteTask = PreparedStatement(name: "delete_task", sql: "DELETE FROM tasks WHERE id = $1", resource: tasksTable)
+    static let deleteTask = PreparedStatement(name: "delete_task", sql: "DELETE FROM tasks WHERE id = $1", resource: tasksTable, returns: .command("DELETE"))
 
     private static let lists: [String: PreparedStatement] = {
         var statements: [String: PreparedStatement] = [:]
         statements["id"] = PreparedStatement(
-            name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true, resource: tasksTable
+            name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true,
+            resource: tasksTable, returns: .select(taskShape)
         )
         for field in TaskSortField.allCases {
             for descending in [false, true] {
@@ -155,7 +162,7 @@ enum Statements {
                 statements["\(field.rawValue) \(direction)"] = PreparedStatement(
                     name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
                     sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
-                    readOnly: true, binaryResults: true, resource: tasksTable
+                    readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
                 )
             }
         }
@@ -169,7 +176,7 @@ enum Statements {
 
     static let selectSettings = PreparedStatement(
         name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true,
-        binaryResults: true, atMostOneRow: true, resource: settingsTable
+        binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .select(settingsShape)
     )
 
     static let updateSettings = PreparedStatement(
@@ -178,22 +185,32 @@ enum Statements {
             UPDATE settings SET dark_mode = $1, updated_at = now()
             WHERE id = (SELECT id FROM settings ORDER BY id LIMIT 1) RETURNING dark_mode, updated_at
             """,
-        binaryResults: true, resource: settingsTable
+        binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .rows("UPDATE", settingsShape)
     )
 
     static let insertSettings = PreparedStatement(
         name: "insert_settings",
         sql: "INSERT INTO settings (dark_mode, updated_at) VALUES ($1, now()) RETURNING dark_mode, updated_at",
-        binaryResults: true, resource: settingsTable
+        binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .rows("INSERT", settingsShape)
     )
 
     /// The readiness probe: the cheapest statement that needs the tasks table to answer.
     static let readinessProbe = PreparedStatement(
-        name: "readiness_probe", sql: "SELECT 1 FROM tasks LIMIT 1", readOnly: true, atMostOneRow: true, resource: tasksTable
+        name: "readiness_probe", sql: "SELECT 1 FROM tasks LIMIT 1", readOnly: true, atMostOneRow: true, resource: tasksTable,
+        returns: .select([.init("?column?", .integer)])
     )
 
     /// Serialises the creation of the settings row (key: "settings" as a number).
-    static let lockSettings = PreparedStatement(name: "lock_settings", sql: "SELECT pg_advisory_xact_lock(7245837001)")
+    static let lockSettings = PreparedStatement(
+        name: "lock_settings", sql: "SELECT pg_advisory_xact_lock(7245837001)",
+        returns: .select([.init("pg_advisory_xact_lock", .void)])
+    )
+
+    /// Every statement above (the tests check that each declares its result's shape).
+    static var all: [PreparedStatement] {
+        [findTask, insertTask, updateTask, deleteTask, selectSettings, updateSettings, insertSettings, readinessProbe, lockSettings]
+            + lists.values.sorted { $0.name < $1.name }
+    }
 }
 
 /// Creates the tables when missing, as the original's migrations define them; never alters or

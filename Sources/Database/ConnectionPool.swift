@@ -156,17 +156,25 @@ public actor ConnectionPool {
             do {
                 defer { release(attempt, kind: kind) }
                 return try await attempt.query(statement, binds, timeout: timeout)
-            } catch let error as PostgresError where error.kind == .stalled && statement.isReadOnly && retries < Self.stalledReadRetries {
-                // A read that never ran (queued behind a blocked statement) runs again, elsewhere.
+            } catch let error as PostgresError where statement.isReadOnly && retries < Self.readRetries(after: error.kind) {
+                // A read that never ran (queued behind a blocked statement), or whose connection
+                // was poisoned, runs again elsewhere. Writes never run twice.
                 retries += 1
                 attempt = try await lease(kind, group: group, resource: statement.resource, avoiding: attempt.id)
             }
         }
     }
 
-    /// How often a read that was queued behind a blocked statement (and so never ran) is run
-    /// again on another connection.
-    static let stalledReadRetries = 2
+    /// How often a read is run again on another connection after failing with `kind`: twice
+    /// when it was queued behind a blocked statement (so never ran), once when its connection
+    /// was poisoned.
+    static func readRetries(after kind: PostgresError.Kind) -> Int {
+        switch kind {
+        case .stalled: 2
+        case .protocolViolation: 1
+        default: 0
+        }
+    }
 
     /// Runs `body` inside BEGIN/COMMIT; rolls back when it throws.
     public nonisolated func withTransaction<Result: Sendable>(
@@ -356,7 +364,11 @@ public actor ConnectionPool {
     }
 
     private func connectionClosed(_ id: Int, error: PostgresError) {
-        logger.info("connection closed", metadata: ["connection": "\(id)", "error": "\(error)"])
+        if error.kind == .protocolViolation {
+            logger.warning("database connection poisoned and closed", metadata: ["connection": "\(id)", "error": "\(error.message)"])
+        } else {
+            logger.info("connection closed", metadata: ["connection": "\(id)", "error": "\(error)"])
+        }
         metrics.recordError(error.kind)
         // Only an idle connection is dropped here; a leased one comes back through `release`.
         guard let actions = state.idleConnectionClosed(id) else { return }

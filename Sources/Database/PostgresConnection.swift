@@ -17,6 +17,13 @@ import Synchronization
 /// has committed). A PREPARE also gets a sync of its own, so no other statement's failure can
 /// undo it; a read skipped because an earlier read of its batch failed is sent again.
 ///
+/// Nothing the server sends is trusted blindly. Every segment ends with a check statement that
+/// echoes a number unique to that segment, and every statement's result must have its declared
+/// shape (`ResultShape`); a segment's answers reach their callers only once its check came back
+/// right. A result nobody asked for, a sync out of turn, a result of the wrong shape or a check
+/// that does not match (a pooler or proxy that mixed up sessions, say) poisons the connection:
+/// it is closed and everything in flight on it fails with `.protocolViolation`.
+///
 /// A watchdog timer enforces the statement deadlines: a query past `queryTimeout` is answered
 /// with `.queryTimeout` and cancelled on the server (`PQcancel` blocks, so it runs on the
 /// pool's canceller thread); a connection whose work has made no progress for
@@ -65,11 +72,17 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private var preparesSent = 0
     /// What was sent and is not answered yet, in the order the answers will come.
     private var wire: Deque<WireItem> = []
-    /// Statements whose results are in, acknowledged when their sync is (that is when they commit).
-    private var awaitingSync: [PendingQuery] = []
-    /// Reads skipped because an earlier statement of their segment failed; sent again when
-    /// that segment's sync arrives.
-    private var skippedReads: [PendingQuery] = []
+    /// Statements of the current segment whose results are in; answered when its sync arrives
+    /// (that is when writes have committed), if its check came back right.
+    private var segment: [PendingQuery] = []
+    /// What the current segment's check answered, once it has.
+    private var segmentCheck: SegmentCheck?
+    /// Segments end with the check statement (from the end of `connect` on).
+    private var checksSegments = false
+    /// The number the next segment's check echoes: random per connection, then counting.
+    private var nextCheckValue = UInt64.random(in: .min ... .max)
+    /// The statement every segment ends with; it echoes its int8 parameter.
+    static let checkStatement = "__segment_check"
     /// How often one read is sent again after being skipped.
     static let maxResends = 64
     /// A cancel for the same head statement is sent again after this many stall thresholds.
@@ -87,6 +100,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// Called once (on the loop thread) when the connection closes for any reason but `close()`.
     private var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
     private let broken = Atomic<Bool>(false)
+    /// Queries dropped without an answer and answered by their deinit: a bug if ever above zero.
+    static let reclaimedQueries = Atomic<Int>(0)
     /// Mirrors `unsyncedReads > 0` for the pool, which reads it from any thread.
     private let readBatchOpen = Atomic<Bool>(false)
 
@@ -130,12 +145,19 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             }
         }
         _ = try await connection.simpleQuery("SET TIME ZONE 'UTC'")
+        do {
+            _ = try await connection.simpleQuery("PREPARE \(checkStatement) (int8) AS SELECT $1")
+        } catch let error as PostgresError where error.sqlState == "42P05" {
+            // Already prepared in this session (a session pooler handed over a used one): a
+            // different definition would fail every check and poison the connection.
+        }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             loop.execute {
                 guard connection.connection != nil else {
                     continuation.resume(throwing: PostgresError(.connectionLost, "the connection closed while starting"))
                     return
                 }
+                connection.checksSegments = true
                 connection.onUnexpectedClose = onUnexpectedClose
                 connection.onStall = onStall
                 continuation.resume()
@@ -241,22 +263,25 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private func enqueue(_ command: PendingQuery.Command, timeout: Duration?) async throws -> PostgresRows {
         let deadline = monotonicNanoseconds() + nanoseconds(timeout ?? deadlines.queryTimeout)
         return try await withCheckedThrowingContinuation { continuation in
+            // The query owns the continuation from here on: if a stopped loop drops it unanswered,
+            // its deinit answers.
+            let query = PendingQuery(command: command, continuation: continuation, deadline: deadline)
             // On the loop (the usual case) the query goes out now, without a closure to queue.
             if loop.isInLoopThread {
-                start(command, continuation, deadline: deadline)
+                start(query)
             } else {
-                loop.execute { self.start(command, continuation, deadline: deadline) }
+                loop.execute { self.start(query) }
             }
         }
     }
 
-    private func start(_ command: PendingQuery.Command, _ continuation: CheckedContinuation<PostgresRows, Error>, deadline: UInt64) {
+    private func start(_ query: PendingQuery) {
         guard connection != nil, !isBroken else {
-            continuation.resume(throwing: PostgresError(.connectionLost, "the connection is closed"))
+            query.answer(.failure(PostgresError(.connectionLost, "the connection is closed")))
             return
         }
         if wire.isEmpty { lastProgress = monotonicNanoseconds() }
-        send(PendingQuery(command: command, continuation: continuation, deadline: deadline))
+        send(query)
     }
 
     // MARK: Deadlines
@@ -270,7 +295,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             guard let query = item.query, !query.answered, query.deadline <= now else { continue }
             query.answer(.failure(PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")))
         }
-        for query in awaitingSync + skippedReads where !query.answered && query.deadline <= now {
+        for query in segment where !query.answered && query.deadline <= now {
             query.answer(.failure(PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")))
         }
         let head = wire.lazy.compactMap(\.query).first
@@ -304,6 +329,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         for item in wire {
             guard let query = item.query, query !== head, query.isReadOnly, !query.answered, query.resource != head.resource else { continue }
             query.answer(.failure(PostgresError(.stalled, "queued behind a blocked statement on \(head.resource)")))
+        }
+        // Reads of the head's segment that ran before it: their results wait for a check that
+        // will come only after the blocked statement, so they run again elsewhere instead.
+        for query in segment where query.isReadOnly {
+            query.answer(.failure(PostgresError(.stalled, "its segment waits behind a blocked statement on \(head.resource)")))
         }
     }
 
@@ -377,11 +407,29 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         flush()
     }
 
-    /// Ends the current segment of the pipeline (`PQpipelineSync` also flushes).
+    /// Ends the current segment of the pipeline with its check and a sync (`PQpipelineSync`
+    /// also flushes).
     private func sync(_ pg: OpaquePointer) -> Bool {
+        if checksSegments {
+            let value = nextCheckValue
+            nextCheckValue &+= 1
+            guard sendCheck(pg, value) else { return false }
+            wire.append(.check(value))
+        }
         guard PQpipelineSync(pg) == 1 else { return false }
-        wire.append(.sync)
+        wire.append(.sync(checked: checksSegments))
         return true
+    }
+
+    /// Sends the segment check: `value` as a binary int8, echoed back in binary.
+    private func sendCheck(_ pg: OpaquePointer, _ value: UInt64) -> Bool {
+        var bigEndian = value.bigEndian
+        return withUnsafeBytes(of: &bigEndian) { bytes in
+            var pointer: UnsafePointer<CChar>? = bytes.baseAddress!.assumingMemoryBound(to: CChar.self)
+            var length = Int32(8)
+            var format = Int32(1)
+            return PQsendQueryPrepared(pg, Self.checkStatement, 1, &pointer, &length, &format, 1) == 1
+        }
     }
 
     /// Closes the batch of reads sent so far, if any.
@@ -454,30 +502,47 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             defer { PQclear(result) }
             let status = PQresultStatus(result)
             if status == PGRES_PIPELINE_SYNC {
-                guard case .sync? = wire.popFirst() else {
-                    connectionFailed(PostgresError(.connectionLost, "unexpected sync from the server"))
+                guard !inCommand, case .sync(let checked)? = wire.popFirst() else {
+                    poison("a sync where \(wire.first?.expected ?? "nothing") was expected")
                     return
                 }
-                let acknowledged = awaitingSync
-                awaitingSync.removeAll()
-                acknowledged.forEach(finish)
-                // The failed segment is over: its skipped reads go out again in a new one. (Sent
-                // before this sync, libpq would report them skipped again at once, for ever.)
-                let skipped = skippedReads
-                skippedReads.removeAll()
-                skipped.filter { !$0.answered }.forEach(send)
+                segmentEnded(checked: checked)
                 continue
             }
-            guard case .command(let query, _)? = wire.first else {
-                connectionFailed(PostgresError(.connectionLost, "a result nobody asked for"))
+            switch wire.first {
+            case .check(let value)?:
+                guard segmentCheck == nil else {
+                    poison("a second result for the segment check")
+                    return
+                }
+                if status == PGRES_PIPELINE_ABORTED {
+                    segmentCheck = .aborted
+                } else if let echoed = checkEcho(result), echoed == value {
+                    segmentCheck = .passed
+                } else {
+                    poison("the segment check answered \(describeResult(result)), not its number")
+                    return
+                }
+            case .command(let query, false)?:
+                if let violation = query.takePrepareResult(result) {
+                    poison(violation)
+                    return
+                }
+            case .command(let query, true)?:
+                if status == PGRES_PIPELINE_ABORTED {
+                    query.aborted = true
+                } else if let violation = query.collector.add(result, expecting: query.statement) {
+                    poison(violation)
+                    return
+                } else if let error = query.collector.error, error.sqlState == nil, PQstatus(pg) == CONNECTION_OK {
+                    poison("libpq: \(error.message)")  // libpq found the protocol broken
+                    return
+                }
+            case .sync?, nil:
+                poison("\(describeResult(result)) that nobody asked for")
                 return
             }
             inCommand = true
-            if status == PGRES_PIPELINE_ABORTED {
-                query.aborted = true
-            } else {
-                query.collector.add(result)
-            }
         }
         if let pg = connection, PQstatus(pg) == CONNECTION_BAD {
             let error = wire.lazy.compactMap { $0.query?.collector.error }.first
@@ -487,41 +552,75 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 
     /// The command at the head of the wire has all its results.
     private func commandFinished() {
-        guard case .command(let query, let last)? = wire.popFirst() else { return }
+        guard case .command(let query, let last)? = wire.popFirst() else { return }  // or the check
         guard last else {
             // Its PREPARE; the execution follows. A PREPARE that failed (or was cancelled)
             // left nothing prepared, whatever becomes of the query.
-            guard let error = query.collector.error, case .prepared(let statement, _) = query.command else { return }
+            guard let error = query.prepareError, case .prepared(let statement, _) = query.command else { return }
             if error.sqlState == "42P05" {
-                query.collector.error = nil  // it exists already: as good as prepared
+                query.prepareError = nil  // it exists already: as good as prepared
             } else if prepared[statement.name] == query.preparation {
                 prepared[statement.name] = nil
             }
             return
         }
-        if query.answered {
-            return  // timed out and answered already; its results are dropped
-        } else if query.aborted && query.collector.error == nil {
-            // Skipped because an earlier read of its batch failed: it never ran, so it runs again
-            // once the failed segment's sync is in, a bounded number of times.
+        if !query.answered { segment.append(query) }  // else timed out: its results are dropped
+    }
+
+    /// The sync closing a segment arrived: its statements are answered, if its check (when it
+    /// `checked`) came back right. In a segment that failed part-way (check skipped) the errors
+    /// are answered, and the reads that succeeded or were skipped run again: nothing vouches
+    /// for their results.
+    private func segmentEnded(checked: Bool) {
+        let queries = segment
+        let check = segmentCheck
+        segment.removeAll()
+        segmentCheck = nil
+        var again: [PendingQuery] = []
+        switch (checked, check) {
+        case (false, _), (true, .passed?):
+            for query in queries {
+                if query.aborted && query.collector.error == nil { again.append(query) } else { finish(query) }
+            }
+        case (true, .aborted?):
+            for query in queries {
+                if query.collector.error != nil {
+                    finish(query)
+                } else if query.isReadOnly {
+                    again.append(query)
+                } else {
+                    poison("a write succeeded in a segment whose check was skipped")
+                    return
+                }
+            }
+        case (true, nil):
+            poison("a sync without its segment check")
+            return
+        }
+        // Sent again only now: before this sync, libpq would report them skipped again at once.
+        for query in again where !query.answered {
             query.aborted = false
             query.collector = ResultCollector()
             query.resends += 1
             if query.resends > Self.maxResends {
                 query.answer(.failure(PostgresError(.connectionLost, "a read was skipped \(Self.maxResends) times by failures before it")))
             } else {
-                skippedReads.append(query)
+                send(query)
             }
-        } else if query.isReadOnly {
-            finish(query)
-        } else {
-            awaitingSync.append(query)
         }
+    }
+
+    /// The connection answered out of turn or out of shape: it is closed, and nothing it
+    /// answered in this segment reaches a caller.
+    private func poison(_ what: String) {
+        connectionFailed(PostgresError(.protocolViolation, what))
     }
 
     /// Resumes the caller with the query's rows or its first error.
     private func finish(_ query: PendingQuery) {
-        if let error = query.collector.error {
+        if let error = query.prepareError {
+            query.answer(.failure(error))  // its execution failed for want of the statement
+        } else if let error = query.collector.error {
             if error.sqlState == "26000", case .prepared(let statement, _) = query.command {
                 // The statement is missing on the server (its PREPARE failed, or a pooler or
                 // DISCARD ALL dropped it): prepare it again next time, unless a newer PREPARE
@@ -542,20 +641,21 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     private func connectionFailed(_ error: PostgresError) {
         guard connection != nil else { return }
         finishConnection()
-        var failed = awaitingSync + skippedReads
-        skippedReads.removeAll()
+        var failed = segment
         var seen = Set(failed.map(ObjectIdentifier.init))
         for item in wire {
             if let query = item.query, seen.insert(ObjectIdentifier(query)).inserted { failed.append(query) }
         }
         wire.removeAll()
-        awaitingSync.removeAll()
+        segment.removeAll()
+        segmentCheck = nil
         unsyncedReads = 0
         readBatchOpen.store(false, ordering: .relaxed)
         for query in failed {
-            query.answer(.failure(PostgresError(
-                error.kind, query.collector.error?.message ?? error.message, sqlState: query.collector.error?.sqlState
-            )))
+            // A server error that came before the connection broke says more, unless the
+            // connection was poisoned: then nothing it sent is believed.
+            let cause = error.kind == .protocolViolation ? nil : query.collector.error
+            query.answer(.failure(PostgresError(error.kind, cause?.message ?? error.message, sqlState: cause?.sqlState)))
         }
         if isStalled {
             isStalled = false
@@ -592,8 +692,10 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 // MARK: - Helpers
 
 /// A query waiting for (or receiving) its results; a class because the wire lists it once per
-/// command it sent.
-private final class PendingQuery {
+/// command it sent. Its caller is answered exactly once: by `answer`, or by its deinit if it is
+/// ever dropped unanswered (counted in `PostgresConnection.reclaimedQueries`, which tests expect
+/// to stay zero).
+private final class PendingQuery: @unchecked Sendable {  // made by the caller, then touched only on the connection's loop thread
     enum Command {
         case simple(String)
         case prepared(PreparedStatement, [[CChar]?])
@@ -606,6 +708,10 @@ private final class PendingQuery {
     private(set) var answered = false
     /// This query carried its statement's PREPARE.
     var preparedHere = false
+    /// Its PREPARE's result came in.
+    private var prepareAnswered = false
+    /// Why its PREPARE failed.
+    var prepareError: PostgresError?
     /// The number of the PREPARE its execution relies on.
     var preparation: Int?
     /// How often it was sent again after being skipped.
@@ -618,6 +724,36 @@ private final class PendingQuery {
         self.command = command
         self.continuation = continuation
         self.deadline = deadline
+    }
+
+    deinit {
+        guard !answered else { return }
+        PostgresConnection.reclaimedQueries.add(1, ordering: .relaxed)
+        continuation.resume(throwing: PostgresError(.connectionLost, "the query was dropped unanswered"))
+    }
+
+    /// Takes the result of its PREPARE; returns what is wrong when it cannot be that.
+    func takePrepareResult(_ result: OpaquePointer) -> String? {
+        guard !prepareAnswered else { return "a second result for a PREPARE" }
+        prepareAnswered = true
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK where String(cString: PQcmdStatus(result)).isEmpty:  // ParseComplete has no tag
+            return nil
+        case PGRES_FATAL_ERROR:
+            prepareError = serverError(result)
+            return prepareError?.sqlState == nil ? "libpq: \(prepareError?.message ?? "")" : nil
+        case PGRES_PIPELINE_ABORTED:
+            prepareError = PostgresError(.connectionLost, "the PREPARE was skipped")
+            return nil
+        default:
+            return "\(describeResult(result)) for a PREPARE"
+        }
+    }
+
+    /// The statement it executes (nil for simple SQL).
+    var statement: PreparedStatement? {
+        if case .prepared(let statement, _) = command { return statement }
+        return nil
     }
 
     /// Resumes the caller, once: a later answer (results after a timeout) is ignored.
@@ -639,16 +775,36 @@ private final class PendingQuery {
     }
 }
 
-/// What the server will answer next: a command of a query, or a sync.
+/// What the server will answer next: a command of a query, a segment's check, or a sync.
 private enum WireItem {
     /// `last` is false for a PREPARE sent ahead of the query's execution.
     case command(PendingQuery, last: Bool)
-    case sync
+    /// The segment check echoing this number.
+    case check(UInt64)
+    /// `checked`: a check was sent ahead of it.
+    case sync(checked: Bool)
 
     var query: PendingQuery? {
         if case .command(let query, _) = self { return query }
         return nil
     }
+
+    /// For a log line: what was expected here.
+    var expected: String {
+        switch self {
+        case .command(let query, let last): "a result of \(query.statement?.name ?? "a simple query")\(last ? "" : " (its PREPARE)")"
+        case .check: "the segment check"
+        case .sync: "a sync"
+        }
+    }
+}
+
+/// What a segment's check answered.
+private enum SegmentCheck {
+    /// Its number came back: the segment's results are this connection's, in order.
+    case passed
+    /// It was skipped: a statement before it failed.
+    case aborted
 }
 
 /// Rows and the first error of the results of one query.
@@ -656,16 +812,42 @@ private struct ResultCollector {
     var rows: PostgresRows?
     var error: PostgresError?
 
-    mutating func add(_ result: OpaquePointer) {
+    /// Takes one result of the query; returns what is wrong when it cannot be this statement's
+    /// (a second result, or one of another shape).
+    mutating func add(_ result: OpaquePointer, expecting statement: PreparedStatement?) -> String? {
+        guard rows == nil && error == nil else { return "a second result for \(statement?.name ?? "a simple query")" }
         switch PQresultStatus(result) {
-        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_SINGLE_TUPLE:
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+            if let statement, let shape = statement.shape,
+               let mismatch = shape.mismatch(result, atMostOneRow: statement.returnsAtMostOneRow) {
+                return "\(statement.name) answered with \(mismatch)"
+            }
             rows = copyRows(result)
         case PGRES_EMPTY_QUERY:
             rows = .empty
+        case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
+            error = serverError(result)
         default:
-            if error == nil { error = serverError(result) }
+            return "a result of status \(String(cString: PQresStatus(PQresultStatus(result)))) for \(statement?.name ?? "a simple query")"
         }
+        return nil
     }
+}
+
+/// The number a segment check's result echoes, if it has the check's shape.
+private func checkEcho(_ result: OpaquePointer) -> UInt64? {
+    guard PQresultStatus(result) == PGRES_TUPLES_OK, PQntuples(result) == 1, PQnfields(result) == 1,
+          PQftype(result, 0) == PostgresType.int8, PQfformat(result, 0) == 1, PQgetlength(result, 0, 0) == 8,
+          let value = PQgetvalue(result, 0, 0) else { return nil }
+    var echoed: UInt64 = 0
+    for index in 0..<8 { echoed = echoed << 8 | UInt64(UInt8(bitPattern: value[index])) }
+    return echoed
+}
+
+/// A result in a few words, for the warning that poisons a connection.
+private func describeResult(_ result: OpaquePointer) -> String {
+    let status = String(cString: PQresStatus(PQresultStatus(result)))
+    return "a \(status) result (\(PQnfields(result)) columns, \(PQntuples(result)) rows, \"\(String(cString: PQcmdStatus(result)))\")"
 }
 
 /// Starts a connection with `PQconnectStartParams` (which may block resolving a host name).

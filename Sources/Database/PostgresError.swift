@@ -26,6 +26,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, Equatable
         case queryTimeout
         /// Every connection that could run the statement is stalled behind a blocked one.
         case stalled
+        /// The connection answered something other than what was asked (a result nobody asked
+        /// for, a result of another shape, a segment check that did not match): it was closed,
+        /// and nothing it answered reached the caller.
+        case protocolViolation
     }
 
     public let kind: Kind
@@ -49,7 +53,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, Equatable
     public var isTransient: Bool {
         switch kind {
         case .connectFailed, .connectTimeout, .connectionLost, .poolTimeout, .poolQueueFull, .unavailable, .poolClosed,
-             .queryTimeout, .stalled:
+             .queryTimeout, .stalled, .protocolViolation:
             return true
         case .server:
             // 08: connection exception; 53: insufficient resources; 57P: operator intervention;

@@ -186,6 +186,11 @@ enum PostgresType {
     static let timestamptz: UInt32 = 1184
     static let numeric: UInt32 = 1700
     static let uuid: UInt32 = 2950
+    static let name: UInt32 = 19
+    static let text: UInt32 = 25
+    static let bpchar: UInt32 = 1042
+    static let varchar: UInt32 = 1043
+    static let void: UInt32 = 2278
 }
 
 /// A binary `int2`, `int4` or `int8` (big-endian two's complement), by its length.
@@ -205,39 +210,6 @@ func binaryTimestamp(_ bytes: ArraySlice<UInt8>) -> PostgresTimestamp? {
     let sinceUnixEpoch = Int64(micros).addingReportingOverflow(946_684_800_000_000)
     guard !sinceUnixEpoch.overflow, PostgresTimestamp.isoRange.contains(sinceUnixEpoch.partialValue) else { return nil }
     return PostgresTimestamp(microsecondsSinceEpoch: sinceUnixEpoch.partialValue)
-}
-
-/// A named statement, prepared on each connection the first time it runs there.
-public struct PreparedStatement: Sendable, Hashable {
-    public let name: String
-    public let sql: String
-    /// The statement changes nothing (a plain SELECT), so it may share a transaction with other
-    /// reads in the pipeline. Leave false for anything that writes, locks or calls functions
-    /// with side effects.
-    public let isReadOnly: Bool
-    /// Results come in PostgreSQL's binary format: no text formatting of timestamps and numbers
-    /// on the server (a fifth of its CPU for a list of tasks). `PostgresRow` decodes both formats.
-    public let binaryResults: Bool
-    /// A read that returns at most one row (a lookup by key). Such reads from one loop turn join
-    /// one pipeline batch on one connection: one packet and one PostgreSQL wake-up for all of
-    /// them. Larger reads spread over the connections, so no answer waits behind a long one.
-    public let returnsAtMostOneRow: Bool
-    /// What the statement waits on when it blocks (its table, say): while a connection is
-    /// stalled behind a statement on one resource, the pool sends further statements on that
-    /// resource after it, not to connections other statements need. Defaults to the name.
-    public let resource: String
-
-    public init(
-        name: String, sql: String, readOnly: Bool = false, binaryResults: Bool = false, atMostOneRow: Bool = false,
-        resource: String? = nil
-    ) {
-        self.name = name
-        self.sql = sql
-        self.isReadOnly = readOnly
-        self.binaryResults = binaryResults
-        self.returnsAtMostOneRow = atMostOneRow
-        self.resource = resource ?? name
-    }
 }
 
 /// Why libpq would reject `conninfo` (a URL or `key=value` string), or nil when it parses.

@@ -91,7 +91,7 @@ struct StuckDatabaseTests {
                 group.addTask {
                     while ContinuousClock.now < until {
                         let count = try await offCooperativePool {
-                            try TestPostgres.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task-management'")
+                            try TestPostgres.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task-management' AND datname = current_database()")
                         }
                         connectionsSeen.withLock { $0 = max($0, Int(count.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) }
                         try await Task.sleep(for: .milliseconds(250))

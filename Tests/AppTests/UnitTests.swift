@@ -1,3 +1,4 @@
+import Database
 import Server
 import Testing
 @testable import App
@@ -11,6 +12,14 @@ struct UnitTests {
             #expect(throws: JSONSyntaxError.self, "\(bad)") { try JSONParser.parse(Array(bad.utf8)) }
         }
         #expect(throws: JSONSyntaxError.self) { try JSONParser.parse([0x22, 0xFF, 0x22]) }
+    }
+
+    /// Every statement says what its result must look like, so no answer meant for another
+    /// statement is ever decoded as its own; names are unique (one prepared statement each).
+    @Test func everyStatementDeclaresItsResultShape() {
+        #expect(Statements.all.count == 9 + 1 + 2 * TaskSortField.allCases.count)
+        #expect(Statements.all.allSatisfy { $0.shape != nil })
+        #expect(Set(Statements.all.map(\.name)).count == Statements.all.count)
     }
 
     @Test func mediaTypes() {

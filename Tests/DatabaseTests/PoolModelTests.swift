@@ -33,7 +33,7 @@ struct PoolModelTests {
     }
 
     @Test func randomEventSequencesKeepEveryInvariant() {
-        for seed in UInt64(0)..<1000 { check(seed: seed) }
+        for seed in UInt64(0)..<3000 { check(seed: seed) }
     }
 
     /// One sequence of 400 random events from `seed`.

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# `make faults`: the fault-injection tier. The release binary talks to a throwaway PostgreSQL
+# through Tests/Faults/pgproxy.py, once per fault (delay, stall, cut, truncate, swap, garble,
+# replay, and none), then through PgBouncer in transaction pooling mode with the server's
+# default settings; each time Tests/Faults/checker.py drives the API and checks every answer.
+# Passes when there are 0 wrong answers, 0 failures (5xx other than 503, dropped connections),
+# 0 hung requests, no crash, no leaked continuation, and SIGTERM ends the server with status 0.
+# FAULT_SECONDS of load per case (default 10); FAULT_MODES to pick cases.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh || exit 1
+command -v pgbouncer >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq pgbouncer >/dev/null; } || exit 1
+# Debian starts a pgbouncer service on install; this tier runs its own.
+systemctl disable --now pgbouncer >/dev/null 2>&1 || service pgbouncer stop >/dev/null 2>&1 || true
+
+seconds=${FAULT_SECONDS:-10}
+modes=${FAULT_MODES:-"pass delay stall cut truncate swap garble replay pgbouncer"}
+dir=$(mktemp -d /tmp/task-management-faults.XXXXXX)
+chmod 755 "$dir"
+pgport=$(scripts/pg-cluster.sh free-port)
+server_pid= proxy_pid= bouncer_pid=
+cleanup() {
+  for pid in $server_pid $proxy_pid $bouncer_pid; do kill "$pid" 2>/dev/null; done
+  wait 2>/dev/null
+  scripts/pg-cluster.sh stop "$dir/pg"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+scripts/pg-cluster.sh start "$dir/pg" "$pgport" || exit 1
+
+swift build -c release --static-swift-stdlib --product task-management --scratch-path .build-static || exit 1
+binary=.build-static/release/task-management
+
+# PgBouncer in transaction mode, as many deployments put it between pods and PostgreSQL.
+start_pgbouncer() {
+  local port=$1
+  mkdir -p "$dir/bouncer"
+  echo '"postgres" ""' > "$dir/bouncer/users.txt"
+  cat > "$dir/bouncer/pgbouncer.ini" <<EOF
+[databases]
+taskmanagement = host=127.0.0.1 port=$pgport dbname=taskmanagement
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/bouncer/users.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 200
+logfile = $dir/bouncer/pgbouncer.log
+EOF
+  chown -R postgres "$dir/bouncer"
+  runuser -u postgres -- pgbouncer "$dir/bouncer/pgbouncer.ini" >/dev/null 2>&1 &
+  bouncer_pid=$!
+}
+
+status=0
+summary=()
+for mode in $modes; do
+  via=$(scripts/pg-cluster.sh free-port)
+  if [ "$mode" = pgbouncer ]; then
+    start_pgbouncer "$via"
+  else
+    python3 Tests/Faults/pgproxy.py "$via" 127.0.0.1 "$pgport" "$mode" 0.03 7 >"$dir/proxy.log" 2>&1 &
+    proxy_pid=$!
+  fi
+  sleep 0.5
+  port=$(scripts/pg-cluster.sh free-port)
+  DATABASE_URL="postgresql://postgres@127.0.0.1:$via/taskmanagement" PORT=$port HOST=127.0.0.1 LOG_LEVEL=warning \
+    "$binary" >"$dir/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+  result=$(python3 Tests/Faults/checker.py "$port" "$seconds" 12)
+  checker=$?
+  verdict=ok
+  [ $checker -eq 0 ] || verdict="checker failed"
+  if ! kill -0 "$server_pid" 2>/dev/null; then verdict="server crashed"; fi
+  if grep -q "CONTINUATION MISUSE" "$dir/server.log"; then verdict="leaked continuation"; fi
+  started=$(date +%s)
+  kill -TERM "$server_pid" 2>/dev/null
+  exit_status=0; wait "$server_pid" || exit_status=$?
+  server_pid=
+  took=$(( $(date +%s) - started ))
+  [ $exit_status -eq 0 ] || verdict="exit status $exit_status after SIGTERM"
+  [ $took -le 15 ] || verdict="SIGTERM took $took s"
+  poisoned=$(grep -c "poisoned" "$dir/server.log")
+  for pid in $proxy_pid $bouncer_pid; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  proxy_pid= bouncer_pid=
+  echo "== $mode: $verdict; ${result%%$'\n'*}; connections poisoned: $poisoned; SIGTERM exit $exit_status in ${took}s"
+  [ "$verdict" = ok ] || { status=1; echo "$result" | tail -n +2; tail -n 20 "$dir/server.log"; }
+  summary+=("$mode: $verdict")
+done
+printf '%s\n' "${summary[@]}"
+exit $status
