@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make faults`: the fault-injection tier. The release binary talks to a throwaway PostgreSQL
 # through Tests/Faults/pgproxy.py, once per fault (delay, stall, cut, truncate, swap, garble,
-# replay, and none), then through PgBouncer in transaction pooling mode with the server's
-# default settings; each time Tests/Faults/checker.py drives the API and checks every answer.
+# replay, and none), then two replicas through PgBouncer in transaction pooling mode with the
+# server's default settings; each time Tests/Faults/checker.py drives the API and checks every answer.
 # Passes when there are 0 wrong answers, 0 failures (5xx other than 503, dropped connections),
 # 0 hung requests, no crash, no leaked continuation, and SIGTERM ends the server with status 0.
 # FAULT_SECONDS of load per case (default 10); FAULT_MODES to pick cases.
@@ -31,7 +31,9 @@ scripts/pg-cluster.sh start "$dir/pg" "$pgport" || exit 1
 swift build -c release --static-swift-stdlib --product task-management --scratch-path .build-static || exit 1
 binary=.build-static/release/task-management
 
-# PgBouncer in transaction mode, as many deployments put it between pods and PostgreSQL.
+# PgBouncer in transaction mode, as many deployments put it between pods and PostgreSQL, with
+# fewer backends than the server has connections (as when several pods share them), so that
+# backends change hands between its transactions.
 start_pgbouncer() {
   local port=$1
   mkdir -p "$dir/bouncer"
@@ -46,7 +48,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $dir/bouncer/users.txt
 pool_mode = transaction
-default_pool_size = 20
+default_pool_size = 4
 max_client_conn = 200
 logfile = $dir/bouncer/pgbouncer.log
 EOF
@@ -59,6 +61,7 @@ status=0
 summary=()
 for mode in $modes; do
   via=$(scripts/pg-cluster.sh free-port)
+  rm -f "$dir/proxy.log"
   if [ "$mode" = pgbouncer ]; then
     start_pgbouncer "$via"
   else
@@ -66,21 +69,32 @@ for mode in $modes; do
     proxy_pid=$!
   fi
   sleep 0.5
-  port=$(scripts/pg-cluster.sh free-port)
-  DATABASE_URL="postgresql://postgres@127.0.0.1:$via/taskmanagement" PORT=$port HOST=127.0.0.1 LOG_LEVEL=warning \
-    "$binary" >"$dir/server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  # Behind PgBouncer two replicas share the backends, as pods do.
+  # Through the proxy, a shallow pipeline keeps several connections open for swap and garble
+  # to cross; behind PgBouncer the defaults run.
+  replicas=1 depth=2; [ "$mode" = pgbouncer ] && replicas=2 depth=16
+  ports= server_pid=
+  : >"$dir/server.log"
+  for _ in $(seq 1 $replicas); do
+    port=$(scripts/pg-cluster.sh free-port)
+    # No SSL or GSS negotiation through the proxy: it parses the protocol from the first message.
+    DATABASE_URL="postgresql://postgres@127.0.0.1:$via/taskmanagement?sslmode=disable&gssencmode=disable" DB_PIPELINE_DEPTH=$depth PORT=$port HOST=127.0.0.1 LOG_LEVEL=warning \
+      "$binary" >>"$dir/server.log" 2>&1 &
+    server_pid="$server_pid $!"
+    ports="${ports:+$ports,}$port"
+    for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
 
-  result=$(python3 Tests/Faults/checker.py "$port" "$seconds" 12)
+  result=$(python3 Tests/Faults/checker.py "$ports" "$seconds" 12)
   checker=$?
   verdict=ok
   [ $checker -eq 0 ] || verdict="checker failed"
-  if ! kill -0 "$server_pid" 2>/dev/null; then verdict="server crashed"; fi
+  for pid in $server_pid; do kill -0 "$pid" 2>/dev/null || verdict="server crashed"; done
   if grep -q "CONTINUATION MISUSE" "$dir/server.log"; then verdict="leaked continuation"; fi
   started=$(date +%s)
-  kill -TERM "$server_pid" 2>/dev/null
-  exit_status=0; wait "$server_pid" || exit_status=$?
+  kill -TERM $server_pid 2>/dev/null
+  exit_status=0
+  for pid in $server_pid; do wait "$pid" || exit_status=$?; done
   server_pid=
   took=$(( $(date +%s) - started ))
   [ $exit_status -eq 0 ] || verdict="exit status $exit_status after SIGTERM"
@@ -88,7 +102,8 @@ for mode in $modes; do
   poisoned=$(grep -c "poisoned" "$dir/server.log")
   for pid in $proxy_pid $bouncer_pid; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   proxy_pid= bouncer_pid=
-  echo "== $mode: $verdict; ${result%%$'\n'*}; connections poisoned: $poisoned; SIGTERM exit $exit_status in ${took}s"
+  injected=$(sed -n 's/.* \([0-9]*\) faults injected in all/\1/p' "$dir/proxy.log" 2>/dev/null)
+  echo "== $mode: $verdict; ${result%%$'\n'*}; faults injected: ${injected:--}; connections poisoned: $poisoned; SIGTERM exit $exit_status in ${took}s"
   [ "$verdict" = ok ] || { status=1; echo "$result" | tail -n +2; tail -n 20 "$dir/server.log"; }
   summary+=("$mode: $verdict")
 done

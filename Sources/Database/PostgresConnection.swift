@@ -144,12 +144,18 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 }
             }
         }
-        _ = try await connection.simpleQuery("SET TIME ZONE 'UTC'")
         do {
-            _ = try await connection.simpleQuery("PREPARE \(checkStatement) (int8) AS SELECT $1")
-        } catch let error as PostgresError where error.sqlState == "42P05" {
-            // Already prepared in this session (a session pooler handed over a used one): a
-            // different definition would fail every check and poison the connection.
+            _ = try await connection.simpleQuery("SET TIME ZONE 'UTC'")
+            do {
+                _ = try await connection.simpleQuery("PREPARE \(checkStatement) (int8) AS SELECT $1")
+            } catch let error as PostgresError where error.sqlState == "42P05" {
+                // Already prepared in this session (a session pooler handed over a used one): a
+                // different definition would fail every check and poison the connection.
+            }
+        } catch {
+            // Its events are registered and refer to it: they go before it does.
+            connection.close()
+            throw error
         }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             loop.execute {
@@ -534,8 +540,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 } else if let violation = query.collector.add(result, expecting: query.statement) {
                     poison(violation)
                     return
-                } else if let error = query.collector.error, error.sqlState == nil, PQstatus(pg) == CONNECTION_OK {
-                    poison("libpq: \(error.message)")  // libpq found the protocol broken
+                } else if let error = query.collector.error, let violation = sessionViolation(error, query, pg) {
+                    poison(violation)
                     return
                 }
             case .sync?, nil:
@@ -572,30 +578,31 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// are answered, and the reads that succeeded or were skipped run again: nothing vouches
     /// for their results.
     private func segmentEnded(checked: Bool) {
-        let queries = segment
         let check = segmentCheck
-        segment.removeAll()
         segmentCheck = nil
+        if checked {
+            // Poisoned with the segment intact, so that every query in it is answered.
+            guard let check else {
+                poison("a sync without its segment check")
+                return
+            }
+            if check == .aborted, segment.contains(where: { !$0.isReadOnly && !$0.aborted && $0.collector.error == nil }) {
+                poison("a write succeeded in a segment whose check was skipped")
+                return
+            }
+        }
+        let queries = segment
+        segment.removeAll()
+        let verified = !checked || check == .passed
         var again: [PendingQuery] = []
-        switch (checked, check) {
-        case (false, _), (true, .passed?):
-            for query in queries {
-                if query.aborted && query.collector.error == nil { again.append(query) } else { finish(query) }
+        for query in queries {
+            if query.collector.error != nil || (verified && !query.aborted) {
+                finish(query)
+            } else if query.isReadOnly {
+                again.append(query)  // skipped, or its result is not vouched for: it runs again
+            } else {
+                query.answer(.failure(PostgresError(.connectionLost, "the server skipped the statement")))
             }
-        case (true, .aborted?):
-            for query in queries {
-                if query.collector.error != nil {
-                    finish(query)
-                } else if query.isReadOnly {
-                    again.append(query)
-                } else {
-                    poison("a write succeeded in a segment whose check was skipped")
-                    return
-                }
-            }
-        case (true, nil):
-            poison("a sync without its segment check")
-            return
         }
         // Sent again only now: before this sync, libpq would report them skipped again at once.
         for query in again where !query.answered {
@@ -610,6 +617,20 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         }
     }
 
+    /// An error that says the session is not the one this connection set up: libpq found the
+    /// protocol broken, a statement prepared here is gone (a pooler handed over another
+    /// backend, or DISCARD ALL ran), or the session sits in a failed transaction (this
+    /// connection never lets a statement run inside one: a transaction's body stops at its
+    /// first error and rolls back).
+    private func sessionViolation(_ error: PostgresError, _ query: PendingQuery, _ pg: OpaquePointer) -> String? {
+        switch error.sqlState {
+        case nil where PQstatus(pg) == CONNECTION_OK: "libpq: \(error.message)"
+        case "26000" where query.prepareError == nil: "\(query.statement?.name ?? "a statement") prepared on this connection is gone from the server"
+        case "25P02": "the session is inside a failed transaction this connection did not leave it in"
+        default: nil
+        }
+    }
+
     /// The connection answered out of turn or out of shape: it is closed, and nothing it
     /// answered in this segment reaches a caller.
     private func poison(_ what: String) {
@@ -621,14 +642,6 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         if let error = query.prepareError {
             query.answer(.failure(error))  // its execution failed for want of the statement
         } else if let error = query.collector.error {
-            if error.sqlState == "26000", case .prepared(let statement, _) = query.command {
-                // The statement is missing on the server (its PREPARE failed, or a pooler or
-                // DISCARD ALL dropped it): prepare it again next time, unless a newer PREPARE
-                // is on its way, and let this request be retried.
-                if prepared[statement.name] == query.preparation { prepared[statement.name] = nil }
-                query.answer(.failure(PostgresError(.connectionLost, "the statement was not prepared on the server", sqlState: error.sqlState)))
-                return
-            }
             query.answer(.failure(error))
         } else {
             query.answer(.success(query.collector.rows ?? .empty))

@@ -108,7 +108,10 @@ public struct ResultShape: Sendable, Hashable {
                 return "column \(index) is \(name) of type \(oid) where \(column.name) (\(column.type)) was expected"
             }
         }
-        if atMostOneRow && PQntuples(result) > 1 { return "\(PQntuples(result)) rows where at most one was expected" }
+        let rows = Int(PQntuples(result))
+        // The tag counts the rows the server sent: fewer or more here means rows went astray.
+        guard Int(String(cString: PQcmdTuples(result))) == rows else { return "\(rows) rows under the tag \"\(tag)\"" }
+        if atMostOneRow && rows > 1 { return "\(rows) rows where at most one was expected" }
         return nil
     }
 }

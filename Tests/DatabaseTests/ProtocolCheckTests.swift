@@ -90,6 +90,26 @@ struct ProtocolCheckTests {
         await pool.shutdown(gracePeriod: .seconds(1))
     }
 
+    /// A statement this connection prepared that the server no longer has means the session is
+    /// not the one it set up: poisoned, then prepared afresh on a new connection.
+    @Test func aStatementGoneFromTheServerPoisonsTheConnection() async throws {
+        let url = try TestPostgres.databaseURL
+        let pool = makePool(url, size: 1, name: uniqueName("tm_gone"))
+        await pool.start()
+        let statement = PreparedStatement(name: "gone", sql: "SELECT 1 AS n", readOnly: true, returns: .select([.init("n", .integer)]))
+        #expect(try await pool.query(statement).first?.int(0) == 1)
+        let error = await #expect(throws: PostgresError.self) {
+            try await pool.withConnection { connection in
+                _ = try await connection.simpleQuery("DEALLOCATE gone")
+                _ = try await connection.query(statement)
+            }
+        }
+        #expect(error?.kind == .protocolViolation)
+        #expect(error?.message.contains("is gone") == true, "\(String(describing: error))")
+        #expect(try await pool.query(statement).first?.int(0) == 1)
+        await pool.shutdown(gracePeriod: .seconds(1))
+    }
+
     /// Queries in flight, waiting for a connection, or cancelled while waiting all get an
     /// answer when the pool shuts down under them; none is dropped (a dropped one would be
     /// answered by its deinit and counted).

@@ -2,7 +2,10 @@
 """Drives the API with the UI's calls from several threads and checks every answer against what
 was written: a wrong answer is any answer that contradicts the writes this checker made.
 
-usage: checker.py PORT SECONDS [THREADS]
+usage: checker.py PORTS SECONDS [THREADS]
+
+PORTS is one port or several separated by commas (replicas of the server on one database):
+thread i talks to the i-th port, round robin.
 
 Each thread owns the tasks it creates and knows what they hold; lists are checked for the
 thread's own tasks (present with their values when created before the list was asked for and
@@ -20,7 +23,7 @@ import sys
 import threading
 import time
 
-port, seconds = int(sys.argv[1]), float(sys.argv[2])
+ports, seconds = [int(port) for port in sys.argv[1].split(",")], float(sys.argv[2])
 threads = int(sys.argv[3]) if len(sys.argv) > 3 else 12
 TIMEOUT = 20
 lock = threading.Lock()
@@ -39,7 +42,8 @@ def record(kind, message=None):
 
 
 class Client:
-    def __init__(self):
+    def __init__(self, port):
+        self.port = port
         self.connection = None
 
     def call(self, method, path, body=None):
@@ -48,7 +52,7 @@ class Client:
             counts["requests"] += 1
         for attempt in (0, 1):
             if self.connection is None:
-                self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
             headers = {"Content-Type": "application/json"} if body is not None else {}
             try:
                 self.connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
@@ -86,7 +90,7 @@ def wrong(message):
 
 
 def worker(index, stop):
-    client = Client()
+    client = Client(ports[index % len(ports)])
     known = {}  # id -> dict of the task as last written, or "deleted"
     sequence = 0
     while not stop.is_set():
