@@ -1,6 +1,6 @@
 # The two commands: `make run` (server on :5555 with a private PostgreSQL under .data/) and
 # `make test` (the whole suite against a throwaway PostgreSQL). The checks below run in CI too.
-.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean fuzz hostile soak
+.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean fuzz hostile soak faults
 
 run:
 	@scripts/run.sh
@@ -35,11 +35,16 @@ fuzz:
 hostile:
 	@scripts/hostile.sh
 
+# A misbehaving link to PostgreSQL (proxy faults) and PgBouncer in transaction mode: every
+# answer checked, 0 wrong, 0 hung, no crash (FAULT_SECONDS per case, default 10).
+faults:
+	@scripts/faults.sh
+
 # The UI's calls for SOAK_SECONDS (default 600): RSS must stay flat, no 5xx.
 soak:
 	@scripts/soak.sh
 
-check: test hostile fuzz k8s-check delivery-check image-check
+check: test hostile faults fuzz k8s-check delivery-check image-check
 
 # Side-by-side benchmark with the peer and the ceilings (../shared/bench).
 bench:

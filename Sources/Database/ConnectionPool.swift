@@ -79,7 +79,7 @@ public actor ConnectionPool {
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
     private var connections: [Int: PostgresConnection] = [:]
-    private var waiters: [Int: CheckedContinuation<PostgresConnection, Error>] = [:]
+    private var waiters: [Int: Waiting] = [:]
     private var nextWaiterID = 0
     /// Per loop (group), the connection its last one-row read went to: while that read's batch
     /// waits for its sync, the loop's next one-row reads join it.
@@ -116,6 +116,37 @@ public actor ConnectionPool {
     /// Opens the minimum connections in the background.
     public func start() {
         perform(state.start())
+        sweeper = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                await self?.sweepLostWaiters()
+            }
+        }
+    }
+
+    /// A caller waiting for a connection, since when.
+    private struct Waiting {
+        let continuation: CheckedContinuation<PostgresConnection, Error>
+        let since: Duration
+    }
+
+    /// Checks every second that no caller waits longer than the acquire timeout allows.
+    private var sweeper: Task<Void, Never>?
+
+    /// The state machine answers every waiter by its acquire timeout; one still here a second
+    /// after that was lost between it and this actor. It is failed (503 for a client) and
+    /// reported, so that no request ever hangs on the pool.
+    private func sweepLostWaiters() {
+        let limit = configuration.acquireTimeout + .seconds(1)
+        let lost = waiters.filter { now - $0.value.since > limit }
+        guard !lost.isEmpty else { return }
+        logger.error("requests lost by the pool's bookkeeping; failing them", metadata: ["count": "\(lost.count)"])
+        for (id, waiting) in lost {
+            waiters[id] = nil
+            _ = state.waiterCancelled(id)
+            metrics.recordError(.poolTimeout)
+            waiting.continuation.resume(throwing: PostgresError(.poolTimeout, "no connection became free within \(configuration.acquireTimeout)"))
+        }
     }
 
     // MARK: Lending
@@ -218,7 +249,7 @@ public actor ConnectionPool {
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                waiters[id] = continuation
+                waiters[id] = Waiting(continuation: continuation, since: now)
                 perform(actions)
             }
         } onCancel: {
@@ -238,8 +269,8 @@ public actor ConnectionPool {
     }
 
     private func cancelWaiter(_ id: Int) {
-        if state.waiterCancelled(id), let continuation = waiters.removeValue(forKey: id) {
-            continuation.resume(throwing: CancellationError())
+        if state.waiterCancelled(id), let waiting = waiters.removeValue(forKey: id) {
+            waiting.continuation.resume(throwing: CancellationError())
         }
     }
 
@@ -266,6 +297,8 @@ public actor ConnectionPool {
         connections.removeAll()
         timer?.task.cancel()
         timer = nil
+        sweeper?.cancel()
+        sweeper = nil
         if ownsLoops { await loops.stop() }
         await connector.stop()
         await canceller.stop()
@@ -285,7 +318,7 @@ public actor ConnectionPool {
         for action in actions {
             switch action {
             case .lease(let connectionID, let waiterID, let waited):
-                guard let continuation = waiters.removeValue(forKey: waiterID) else {
+                guard let continuation = waiters.removeValue(forKey: waiterID)?.continuation else {
                     // The waiter was cancelled meanwhile: give the lease straight back.
                     perform(state.connectionReleased(connectionID, kind: .shared, reusable: connections[connectionID] != nil, now: now))
                     continue
@@ -302,7 +335,7 @@ public actor ConnectionPool {
                 connections[connectionID]?.cancelStalledHead()
             case .fail(let waiterID, let error):
                 metrics.recordError(error.kind)
-                waiters.removeValue(forKey: waiterID)?.resume(throwing: error)
+                waiters.removeValue(forKey: waiterID)?.continuation.resume(throwing: error)
             case .connect(let connectionID):
                 openConnection(connectionID)
             case .close(let connectionID):

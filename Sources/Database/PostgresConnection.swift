@@ -86,10 +86,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// How often one read is sent again after being skipped.
     static let maxResends = 64
     /// A cancel for the same head statement is sent again after this many stall thresholds.
-    static let cancelResendThresholds = 5
+    static let cancelResendThresholds = 2
     /// A connection whose head statement outlives this many query timeouts after its first
-    /// cancel is closed.
-    static let cancelGiveUpTimeouts = 3
+    /// cancel is closed (a cancel takes effect in milliseconds; one that does nothing for this
+    /// long met an idle server whose answer went astray, and the connection serves no one).
+    static let cancelGiveUpTimeouts = 1
     /// Statements on the wire, per unit of pipeline depth, beyond which a connection is recycled.
     static let inFlightPerDepth = 4
     /// Read-only statements sent since the last sync.
