@@ -1,6 +1,7 @@
 import EventLoopCore
 import Logging
 import Metrics
+import Synchronization
 
 /// Settings of a `ConnectionPool`; every limit is explicit.
 public struct PoolConfiguration: Sendable {
@@ -79,7 +80,7 @@ public actor ConnectionPool {
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
     private var connections: [Int: PostgresConnection] = [:]
-    private var waiters: [Int: Waiting] = [:]
+    private var waiters: [Int: LeaseRequest] = [:]
     private var nextWaiterID = 0
     /// Per loop (group), the connection its last one-row read went to: while that read's batch
     /// waits for its sync, the loop's next one-row reads join it.
@@ -124,11 +125,6 @@ public actor ConnectionPool {
         }
     }
 
-    /// A caller waiting for a connection, since when.
-    private struct Waiting {
-        let continuation: CheckedContinuation<PostgresConnection, Error>
-        let since: Duration
-    }
 
     /// Checks every second that no caller waits longer than the acquire timeout allows.
     private var sweeper: Task<Void, Never>?
@@ -141,11 +137,11 @@ public actor ConnectionPool {
         let lost = waiters.filter { now - $0.value.since > limit }
         guard !lost.isEmpty else { return }
         logger.error("requests lost by the pool's bookkeeping; failing them", metadata: ["count": "\(lost.count)"])
-        for (id, waiting) in lost {
+        for (id, request) in lost {
             waiters[id] = nil
             _ = state.waiterCancelled(id)
             metrics.recordError(.poolTimeout)
-            waiting.continuation.resume(throwing: PostgresError(.poolTimeout, "no connection became free within \(configuration.acquireTimeout)"))
+            request.answer(.failure(PostgresError(.poolTimeout, "no connection became free within \(configuration.acquireTimeout)")))
         }
     }
 
@@ -247,10 +243,15 @@ public actor ConnectionPool {
             if joiningBatch, let group { lastOneRowRead[group] = connectionID }
             return connection
         }
+        // The request is registered, and its actions performed, before anything can suspend: an
+        // answer that comes before the continuation exists is kept for it (an `await` on the
+        // actor may let other work in, and that work may answer this request).
+        let request = LeaseRequest(since: now)
+        waiters[id] = request
+        perform(actions)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                waiters[id] = Waiting(continuation: continuation, since: now)
-                perform(actions)
+                request.attach(continuation)
             }
         } onCancel: {
             Task { await self.cancelWaiter(id) }
@@ -269,8 +270,8 @@ public actor ConnectionPool {
     }
 
     private func cancelWaiter(_ id: Int) {
-        if state.waiterCancelled(id), let waiting = waiters.removeValue(forKey: id) {
-            waiting.continuation.resume(throwing: CancellationError())
+        if state.waiterCancelled(id), let request = waiters.removeValue(forKey: id) {
+            request.answer(.failure(CancellationError()))
         }
     }
 
@@ -318,24 +319,24 @@ public actor ConnectionPool {
         for action in actions {
             switch action {
             case .lease(let connectionID, let waiterID, let waited):
-                guard let continuation = waiters.removeValue(forKey: waiterID)?.continuation else {
+                guard let request = waiters.removeValue(forKey: waiterID) else {
                     // The waiter was cancelled meanwhile: give the lease straight back.
                     perform(state.connectionReleased(connectionID, kind: .shared, reusable: connections[connectionID] != nil, now: now))
                     continue
                 }
                 guard let connection = connections[connectionID] else {
                     logger.warning("lease of an unknown connection; failing the request", metadata: ["connection": "\(connectionID)"])
-                    continuation.resume(throwing: PostgresError(.connectionLost, "the connection is gone"))
+                    request.answer(.failure(PostgresError(.connectionLost, "the connection is gone")))
                     perform(state.connectionReleased(connectionID, kind: .shared, reusable: false, now: now))
                     continue
                 }
                 metrics.recordWait(waited)
-                continuation.resume(returning: connection)
+                request.answer(.success(connection))
             case .cancelHead(let connectionID):
                 connections[connectionID]?.cancelStalledHead()
             case .fail(let waiterID, let error):
                 metrics.recordError(error.kind)
-                waiters.removeValue(forKey: waiterID)?.continuation.resume(throwing: error)
+                waiters.removeValue(forKey: waiterID)?.answer(.failure(error))
             case .connect(let connectionID):
                 openConnection(connectionID)
             case .close(let connectionID):
@@ -456,5 +457,42 @@ private struct PoolMetrics: Sendable {
 
     func recordError(_ kind: PostgresError.Kind) {
         Counter(label: "db_errors_total", dimensions: [("kind", kind.rawValue)]).increment()
+    }
+}
+
+/// A caller waiting for a connection: answered exactly once, whichever comes first of its
+/// answer (from the pool actor) and its continuation (the answer is kept until it arrives).
+private final class LeaseRequest: Sendable {
+    let since: Duration
+    private let state = Mutex<(continuation: CheckedContinuation<PostgresConnection, Error>?, outcome: Result<PostgresConnection, Error>?, answered: Bool)>(
+        (nil, nil, false)
+    )
+
+    init(since: Duration) { self.since = since }
+
+    func answer(_ result: Result<PostgresConnection, Error>) {
+        let waiting = state.withLock { state -> CheckedContinuation<PostgresConnection, Error>? in
+            guard !state.answered else { return nil }
+            state.answered = true
+            guard let continuation = state.continuation else {
+                state.outcome = result
+                return nil
+            }
+            state.continuation = nil
+            return continuation
+        }
+        waiting?.resume(with: result)
+    }
+
+    func attach(_ continuation: CheckedContinuation<PostgresConnection, Error>) {
+        let outcome = state.withLock { state -> Result<PostgresConnection, Error>? in
+            guard let outcome = state.outcome else {
+                state.continuation = continuation
+                return nil
+            }
+            state.outcome = nil
+            return outcome
+        }
+        if let outcome { continuation.resume(with: outcome) }
     }
 }
