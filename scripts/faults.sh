@@ -5,7 +5,8 @@
 # server's default settings; each time Tests/Faults/checker.py drives the API and checks every answer.
 # Passes when there are 0 wrong answers, 0 failures (5xx other than 503, dropped connections),
 # 0 hung requests, no crash, no leaked continuation, and SIGTERM ends the server with status 0.
-# FAULT_SECONDS of load per case (default 10); FAULT_MODES to pick cases.
+# FAULT_SECONDS of load per case (default 10); FAULT_MODES to pick cases; FAULT_BINARY to run
+# a given binary instead of building one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh || exit 1
@@ -28,8 +29,11 @@ cleanup() {
 trap cleanup EXIT
 scripts/pg-cluster.sh start "$dir/pg" "$pgport" || exit 1
 
-swift build -c release --static-swift-stdlib --product task-management --scratch-path .build-static || exit 1
-binary=.build-static/release/task-management
+# FAULT_BINARY runs another build (an older commit's, say) through the same cases.
+binary=${FAULT_BINARY:-.build-static/release/task-management}
+if [ -z "${FAULT_BINARY:-}" ]; then
+  swift build -c release --static-swift-stdlib --product task-management --scratch-path .build-static || exit 1
+fi
 
 # PgBouncer in transaction mode, as many deployments put it between pods and PostgreSQL, with
 # fewer backends than the server has connections (as when several pods share them), so that
