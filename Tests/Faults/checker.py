@@ -71,6 +71,11 @@ class Client:
                     continue
                 record("failures", f"{method} {path}: {error!r}")
                 return None
+            except OSError as error:  # refused: the server is gone
+                self.connection.close()
+                self.connection = None
+                record("failures", f"{method} {path}: {error!r}")
+                return None
             if response.getheader("Connection", "").lower() == "close":
                 self.connection.close()
                 self.connection = None
