@@ -117,32 +117,6 @@ public actor ConnectionPool {
     /// Opens the minimum connections in the background.
     public func start() {
         perform(state.start())
-        sweeper = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
-                await self?.sweepLostWaiters()
-            }
-        }
-    }
-
-
-    /// Checks every second that no caller waits longer than the acquire timeout allows.
-    private var sweeper: Task<Void, Never>?
-
-    /// The state machine answers every waiter by its acquire timeout; one still here a second
-    /// after that was lost between it and this actor. It is failed (503 for a client) and
-    /// reported, so that no request ever hangs on the pool.
-    private func sweepLostWaiters() {
-        let limit = configuration.acquireTimeout + .seconds(1)
-        let lost = waiters.filter { now - $0.value.since > limit }
-        guard !lost.isEmpty else { return }
-        logger.error("requests lost by the pool's bookkeeping; failing them", metadata: ["count": "\(lost.count)"])
-        for (id, request) in lost {
-            waiters[id] = nil
-            _ = state.waiterCancelled(id)
-            metrics.recordError(.poolTimeout)
-            request.answer(.failure(PostgresError(.poolTimeout, "no connection became free within \(configuration.acquireTimeout)")))
-        }
     }
 
     // MARK: Lending
@@ -246,7 +220,7 @@ public actor ConnectionPool {
         // The request is registered, and its actions performed, before anything can suspend: an
         // answer that comes before the continuation exists is kept for it (an `await` on the
         // actor may let other work in, and that work may answer this request).
-        let request = LeaseRequest(since: now)
+        let request = LeaseRequest()
         waiters[id] = request
         perform(actions)
         return try await withTaskCancellationHandler {
@@ -298,8 +272,6 @@ public actor ConnectionPool {
         connections.removeAll()
         timer?.task.cancel()
         timer = nil
-        sweeper?.cancel()
-        sweeper = nil
         if ownsLoops { await loops.stop() }
         await connector.stop()
         await canceller.stop()
@@ -462,14 +434,12 @@ private struct PoolMetrics: Sendable {
 
 /// A caller waiting for a connection: answered exactly once, whichever comes first of its
 /// answer (from the pool actor) and its continuation (the answer is kept until it arrives).
-private final class LeaseRequest: Sendable {
-    let since: Duration
+final class LeaseRequest: Sendable {
     private let state = Mutex<(continuation: CheckedContinuation<PostgresConnection, Error>?, outcome: Result<PostgresConnection, Error>?, answered: Bool)>(
         (nil, nil, false)
     )
 
-    init(since: Duration) { self.since = since }
-
+    /// Resumes the caller, or keeps `result` until it attaches; a second answer is ignored.
     func answer(_ result: Result<PostgresConnection, Error>) {
         let waiting = state.withLock { state -> CheckedContinuation<PostgresConnection, Error>? in
             guard !state.answered else { return nil }
@@ -484,6 +454,7 @@ private final class LeaseRequest: Sendable {
         waiting?.resume(with: result)
     }
 
+    /// The caller's continuation: resumed now if the answer came first.
     func attach(_ continuation: CheckedContinuation<PostgresConnection, Error>) {
         let outcome = state.withLock { state -> Result<PostgresConnection, Error>? in
             guard let outcome = state.outcome else {

@@ -832,11 +832,12 @@ private struct ResultCollector {
         guard rows == nil && error == nil else { return "a second result for \(statement?.name ?? "a simple query")" }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+            let tagged = Int(String(cString: PQcmdTuples(result)))  // rows the command tag counts
             if let statement, let shape = statement.shape,
-               let mismatch = shape.mismatch(result, atMostOneRow: statement.returnsAtMostOneRow) {
+               let mismatch = shape.mismatch(result, taggedRows: tagged, atMostOneRow: statement.returnsAtMostOneRow) {
                 return "\(statement.name) answered with \(mismatch)"
             }
-            rows = copyRows(result)
+            rows = copyRows(result, affectedRows: tagged ?? 0)
         case PGRES_EMPTY_QUERY:
             rows = .empty
         case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
@@ -923,7 +924,7 @@ private final class Callback {
     init(_ run: @escaping () -> Void) { self.run = run }
 }
 
-private func copyRows(_ result: OpaquePointer) -> PostgresRows {
+private func copyRows(_ result: OpaquePointer, affectedRows: Int) -> PostgresRows {
     let rowCount = Int(PQntuples(result))
     let columnCount = Int(PQnfields(result))
     var columns: [String] = []
@@ -957,8 +958,7 @@ private func copyRows(_ result: OpaquePointer) -> PostgresRows {
             }
         }
     }
-    let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-    return PostgresRows(columns: columns, types: types, isBinary: isBinary, bytes: bytes, cells: cells, affectedRows: affected)
+    return PostgresRows(columns: columns, types: types, isBinary: isBinary, bytes: bytes, cells: cells, affectedRows: affectedRows)
 }
 
 private func serverError(_ result: OpaquePointer) -> PostgresError {

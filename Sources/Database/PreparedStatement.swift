@@ -87,8 +87,9 @@ public struct ResultShape: Sendable, Hashable {
     }
 
     /// What is wrong with `result` (a `PGRES_TUPLES_OK` or `PGRES_COMMAND_OK` result) for this
-    /// shape, or nil when it fits; `atMostOneRow` also bounds the row count.
-    func mismatch(_ result: OpaquePointer, atMostOneRow: Bool) -> String? {
+    /// shape, or nil when it fits; `taggedRows` is the count in its command tag, which the rows
+    /// received must match, and `atMostOneRow` also bounds the row count.
+    func mismatch(_ result: OpaquePointer, taggedRows: Int?, atMostOneRow: Bool) -> String? {
         let status = PQresultStatus(result)
         let tag = String(cString: PQcmdStatus(result))
         let verb = tag.prefix { $0 != " " }
@@ -110,7 +111,7 @@ public struct ResultShape: Sendable, Hashable {
         }
         let rows = Int(PQntuples(result))
         // The tag counts the rows the server sent: fewer or more here means rows went astray.
-        guard Int(String(cString: PQcmdTuples(result))) == rows else { return "\(rows) rows under the tag \"\(tag)\"" }
+        guard taggedRows == rows else { return "\(rows) rows under the tag \"\(tag)\"" }
         if atMostOneRow && rows > 1 { return "\(rows) rows where at most one was expected" }
         return nil
     }

@@ -149,3 +149,30 @@ struct ProtocolCheckTests {
         #expect(PostgresConnection.reclaimedQueries.load(ordering: .relaxed) == reclaimedBefore)
     }
 }
+
+/// A lease request is answered exactly once, whether its answer comes before its continuation
+/// exists (the pool actor let other work in at an `await`) or after.
+@Suite("Lease requests (pure)")
+struct LeaseRequestTests {
+    private struct Refused: Error {}
+
+    @Test func anAnswerBeforeTheContinuationIsKeptForIt() async {
+        let request = LeaseRequest()
+        request.answer(.failure(Refused()))
+        request.answer(.failure(CancellationError()))  // ignored: answered already
+        await #expect(throws: Refused.self) {
+            try await withCheckedThrowingContinuation { request.attach($0) }
+        }
+    }
+
+    @Test func anAnswerAfterTheContinuationResumesIt() async {
+        let request = LeaseRequest()
+        let waiting = Task {
+            try await withCheckedThrowingContinuation { request.attach($0) }
+        }
+        try? await Task.sleep(for: .milliseconds(20))
+        request.answer(.failure(Refused()))
+        request.answer(.failure(CancellationError()))  // ignored: a second resume would trap
+        await #expect(throws: Refused.self) { try await waiting.value }
+    }
+}
