@@ -41,7 +41,6 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "CLibEvent",
                 "EventLoopCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -50,7 +49,6 @@ let package = Package(
         .target(
             name: "Database",
             dependencies: [
-                "CLibEvent",
                 "CLibPQ",
                 "EventLoopCore",
                 .product(name: "DequeModule", package: "swift-collections"),

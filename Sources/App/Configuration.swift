@@ -82,7 +82,7 @@ private struct EnvironmentReader {
 
     func string(_ name: String, default value: String) throws -> String {
         guard let text = environment[name] else { return value }
-        guard !text.trimmingCharacters(in: " \t").isEmpty else {
+        guard !text.trimmingASCIISpaces().isEmpty else {
             throw ConfigurationError(variable: name, message: "must not be empty")
         }
         return text
@@ -90,7 +90,7 @@ private struct EnvironmentReader {
 
     func int(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
         guard let text = environment[name] else { return value }
-        guard let number = Int(text.trimmingCharacters(in: " \t")), range.contains(number) else {
+        guard let number = Int(text.trimmingASCIISpaces()), range.contains(number) else {
             throw ConfigurationError(variable: name, message: "must be a whole number from \(range.lowerBound) to \(range.upperBound) (got \"\(text)\")")
         }
         return number
@@ -98,7 +98,7 @@ private struct EnvironmentReader {
 
     func origins(_ name: String, default value: [String]) throws -> [String] {
         guard let text = environment[name] else { return value }
-        let origins = text.split(separator: ",").map { $0.trimmingCharacters(in: " \t") }.filter { !$0.isEmpty }
+        let origins = text.split(separator: ",").map { $0.trimmingASCIISpaces() }.filter { !$0.isEmpty }
         for origin in origins where !(origin.hasPrefix("http://") || origin.hasPrefix("https://")) || origin.hasSuffix("/") {
             throw ConfigurationError(variable: name, message: "must list origins like https://example.com, comma separated (got \"\(origin)\")")
         }
@@ -107,7 +107,7 @@ private struct EnvironmentReader {
 
     func logLevel(_ name: String, default value: Logger.Level) throws -> Logger.Level {
         guard let text = environment[name] else { return value }
-        let normalized = text.trimmingCharacters(in: " \t").lowercased()
+        let normalized = text.trimmingASCIISpaces().lowercased()
         if normalized == "warn" { return .warning }
         guard let level = Logger.Level(rawValue: normalized) else {
             let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")

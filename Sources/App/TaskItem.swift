@@ -1,4 +1,3 @@
-import Database
 import Server
 
 /// The three states a task can be in, as the API and the database spell them.
@@ -8,58 +7,46 @@ enum TaskStatus: String, CaseIterable, Sendable {
     case done = "DONE"
 }
 
-/// One row of `tasks` (columns as `Statements.taskColumns` selects them), as the API returns
-/// it. It keeps the row and writes JSON straight from the row's bytes: no `String` per column,
-/// no round trip of the timestamps through numbers.
+/// One task as the API returns it. Text fields are UTF-8 bytes (slices of the buffer they were
+/// read into, so a list of tasks costs no `String` per field) and go to JSON as they are.
 struct TaskItem: Sendable {
-    let row: PostgresRow
+    var id: Int
+    var title: ArraySlice<UInt8>
+    var description: ArraySlice<UInt8>?
+    var status: ArraySlice<UInt8>
+    var createdAt: Timestamp
+    var updatedAt: Timestamp
 
-    init(row: PostgresRow) {
-        self.row = row
-    }
-
-    /// Writes the object with sorted keys, as Flask's `jsonify` does; throws when a column does
-    /// not hold what the schema promises.
-    func write(to json: inout JSONWriter) throws {
+    /// Writes the object with sorted keys, as Flask's `jsonify` does.
+    func write(to json: inout JSONWriter) {
         json.beginObject()
         json.key("created_at")
-        try json.quotedASCII { try row.writeISOTimestamp(4, into: &$0) }
+        json.quotedASCII { createdAt.writeISO(into: &$0) }
         json.key("description")
-        if let description = try row.utf8(2) { json.string(utf8: description) } else { json.null() }
+        if let description { json.string(utf8: description) } else { json.null() }
         json.key("id")
-        json.int(try row.int(0))
+        json.int(id)
         json.key("status")
-        json.string(utf8: try required(3))
+        json.string(utf8: status)
         json.key("title")
-        json.string(utf8: try required(1))
+        json.string(utf8: title)
         json.key("updated_at")
-        try json.quotedASCII { try row.writeISOTimestamp(5, into: &$0) }
+        json.quotedASCII { updatedAt.writeISO(into: &$0) }
         json.endObject()
-    }
-
-    private func required(_ column: Int) throws -> ArraySlice<UInt8> {
-        guard let value = try row.utf8(column) else { throw PostgresError(.decoding, "column \(column) of a task is NULL") }
-        return value
     }
 }
 
-/// The single settings row (`dark_mode, updated_at`); like `TaskItem`, it writes the timestamp
-/// straight from the row.
-struct SettingsItem: Sendable {
-    let darkMode: Bool
-    let row: PostgresRow
+/// The single settings row as the API returns it.
+struct SettingsItem: Sendable, Equatable {
+    var darkMode: Bool
+    var updatedAt: Timestamp
 
-    init(row: PostgresRow) throws {
-        darkMode = try row.bool(0)
-        self.row = row
-    }
-
-    func write(to json: inout JSONWriter) throws {
+    func write(to json: inout JSONWriter) {
         json.beginObject()
         json.key("dark_mode")
         json.bool(darkMode)
         json.key("updated_at")
-        try json.quotedASCII { try row.writeISOTimestamp(1, into: &$0) }
+        json.quotedASCII { updatedAt.writeISO(into: &$0) }
         json.endObject()
     }
 }

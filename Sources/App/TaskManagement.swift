@@ -74,23 +74,23 @@ struct Application: Sendable {
         try await bootstrapSchema(pool, within: configuration.startupTimeout, logger: logger)
 
         let readiness = Readiness(pool: pool, probeTimeout: configuration.readyProbeTimeout)
-        var router = Router(logger: logger)
+        let serverConfiguration = ServerConfiguration(
+            host: configuration.host, port: configuration.port, eventLoops: configuration.eventLoops,
+            maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
+            timeout: configuration.httpTimeout, maxPendingOutputBytes: configuration.maxPendingOutputBytes,
+            maxPendingInputBytes: configuration.maxPendingInputBytes, readBufferBytes: configuration.readBufferBytes,
+            maxConnections: configuration.maxConnections
+        )
+        let boundary = ErrorBoundary(retryAfterSeconds: serverConfiguration.retryAfterSeconds, logger: logger)
+        var router = Router(logger: logger, errorResponder: boundary.response)
         router.use(ObservabilityMiddleware(logger: logger, metrics: RequestMetrics()))
         router.use(CORSMiddleware(origins: configuration.corsOrigins))
-        router.use(ErrorBoundaryMiddleware(retryAfterSeconds: 1, logger: logger))
-        TaskRoutes(repository: TaskRepository(pool: pool)).register(on: &router)
-        OperationsRoutes(readiness: readiness, registry: registry, pool: pool).register(on: &router)
+        TaskRoutes(store: PostgresTaskStore(pool: pool)).register(on: &router)
+        OperationsRoutes(
+            readiness: readiness, registry: registry, pool: pool, retryAfterSeconds: serverConfiguration.retryAfterSeconds
+        ).register(on: &router)
 
-        let server = HTTPServer(
-            configuration: ServerConfiguration(
-                host: configuration.host, port: configuration.port, eventLoops: configuration.eventLoops,
-                maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: configuration.maxHeaderBytes,
-                timeout: configuration.httpTimeout, maxPendingOutputBytes: configuration.maxPendingOutputBytes,
-                maxPendingInputBytes: configuration.maxPendingInputBytes, readBufferBytes: configuration.readBufferBytes,
-                maxConnections: configuration.maxConnections
-            ),
-            responder: router, logger: logger, eventLoops: eventLoops
-        )
+        let server = HTTPServer(configuration: serverConfiguration, responder: router, logger: logger, eventLoops: eventLoops)
         return Application(eventLoops: eventLoops, pool: pool, server: server, readiness: readiness)
     }
 

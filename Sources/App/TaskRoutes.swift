@@ -1,10 +1,9 @@
-import Database
 import Server
 
 /// The task API's handlers: parse and validate, call the repository, write Flask-shaped JSON
 /// (sorted keys, ASCII-escaped, trailing newline).
 struct TaskRoutes: Sendable {
-    let repository: TaskRepository
+    let store: any TaskStore
 
     func register(on router: inout Router) {
         router.add(.get, "/api/tasks") { try await listTasks($0) }
@@ -19,56 +18,56 @@ struct TaskRoutes: Sendable {
     func listTasks(_ request: HTTPRequest) async throws -> HTTPResponse {
         let sortBy = request.query["sort_by"].flatMap(TaskSortField.init(rawValue:))
         let descending = request.query["sort_order"]?.lowercased() == "desc"
-        let tasks = try await repository.list(sortBy: sortBy, descending: descending)
+        let tasks = try await store.list(sortBy: sortBy, descending: descending)
         var json = JSONWriter(capacity: 64 + tasks.count * 220)
         json.beginArray()
-        for task in tasks { try task.write(to: &json) }
+        for task in tasks { task.write(to: &json) }
         json.endArray()
         json.newline()
         return .json(200, json.bytes)
     }
 
     func getTask(_ request: HTTPRequest) async throws -> HTTPResponse {
-        guard let task = try await repository.find(id: try taskID(request)) else { throw APIError.taskNotFound }
-        return try Self.response(200, task)
+        guard let task = try await store.find(id: try taskID(request)) else { throw APIError.taskNotFound }
+        return Self.response(200, task)
     }
 
     func createTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let newTask = try RequestValidation.newTask(try RequestValidation.jsonObject(request))
-        return try Self.response(201, try await repository.create(newTask))
+        return Self.response(201, try await store.create(newTask))
     }
 
     func updateTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let id = try taskID(request)
         let update = try RequestValidation.taskUpdate(try RequestValidation.jsonObject(request))
-        guard let task = try await repository.update(id: id, update) else { throw APIError.taskNotFound }
-        return try Self.response(200, task)
+        guard let task = try await store.update(id: id, update) else { throw APIError.taskNotFound }
+        return Self.response(200, task)
     }
 
     func deleteTask(_ request: HTTPRequest) async throws -> HTTPResponse {
-        guard try await repository.delete(id: try taskID(request)) else { throw APIError.taskNotFound }
+        guard try await store.delete(id: try taskID(request)) else { throw APIError.taskNotFound }
         return HTTPResponse(status: 204)
     }
 
     func getSettings() async throws -> HTTPResponse {
-        try Self.response(200, try await repository.settings())
+        Self.response(200, try await store.settings())
     }
 
     func putSettings(_ request: HTTPRequest) async throws -> HTTPResponse {
         let darkMode = try RequestValidation.darkMode(try RequestValidation.jsonObject(request))
-        return try Self.response(200, try await repository.updateSettings(darkMode: darkMode))
+        return Self.response(200, try await store.updateSettings(darkMode: darkMode))
     }
 
-    private static func response(_ status: Int, _ task: TaskItem) throws -> HTTPResponse {
+    private static func response(_ status: Int, _ task: TaskItem) -> HTTPResponse {
         var json = JSONWriter(capacity: 256)
-        try task.write(to: &json)
+        task.write(to: &json)
         json.newline()
         return .json(status, json.bytes)
     }
 
-    private static func response(_ status: Int, _ settings: SettingsItem) throws -> HTTPResponse {
+    private static func response(_ status: Int, _ settings: SettingsItem) -> HTTPResponse {
         var json = JSONWriter(capacity: 96)
-        try settings.write(to: &json)
+        settings.write(to: &json)
         json.newline()
         return .json(status, json.bytes)
     }

@@ -46,7 +46,7 @@ enum RequestValidation {
     /// `application/json` or any `application/…+json`, parameters ignored.
     static func isJSONMediaType(_ value: String) -> Bool {
         let mediaType = value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false)[0]
-            .trimmingCharacters(in: " \t").lowercased()
+            .trimmingASCIISpaces().lowercased()
         return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
     }
 
@@ -117,20 +117,6 @@ enum RequestValidation {
     /// What Python's `str.strip()` removes: Unicode white space plus the separators U+001C–U+001F.
     private static func isPythonWhitespace(_ scalar: Unicode.Scalar) -> Bool {
         scalar.properties.isWhitespace || (0x1C...0x1F).contains(scalar.value)
-    }
-}
-
-extension StringProtocol {
-    /// The text without leading and trailing characters from `set`.
-    func trimmingCharacters(in set: String) -> String {
-        let skip = Set(set.unicodeScalars)
-        let scalars = Array(unicodeScalars)
-        guard let first = scalars.firstIndex(where: { !skip.contains($0) }),
-              let last = scalars.lastIndex(where: { !skip.contains($0) })
-        else { return "" }
-        var view = String.UnicodeScalarView()
-        view.append(contentsOf: scalars[first...last])
-        return String(view)
     }
 }
 

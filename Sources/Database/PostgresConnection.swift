@@ -1,4 +1,3 @@
-import CLibEvent
 import CLibPQ
 import DequeModule
 import EventLoopCore
@@ -52,7 +51,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// The thread `PQcancel` runs on (it connects to the server and waits).
     private let canceller: EventLoop
     /// Fires every half stall threshold while the connection is open.
-    private var watchdogEvent: OpaquePointer?
+    private var watchdogTimer: LoopTimer?
     /// When bytes last arrived from the server, or work arrived on an idle wire (coarse monotonic ns).
     private var lastProgress: UInt64 = 0
     private var isStalled = false
@@ -61,11 +60,12 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
     /// Called on the loop thread when the connection becomes stalled or resumes.
     private var onStall: (@Sendable (StallReport) -> Void)?
     private var connection: OpaquePointer?
-    private var readEvent: OpaquePointer?
-    private var writeEvent: OpaquePointer?
-    /// Signalled when reads were sent without a sync; its callback sends the sync once the
-    /// loop's current turn has issued everything it will.
-    private var syncEvent: OpaquePointer?
+    private var reader: IOWatcher?
+    /// Armed while libpq has output the socket did not take.
+    private var writer: IOWatcher?
+    /// Fired when reads were sent without a sync; it sends the sync once the loop's current
+    /// turn has issued everything it will.
+    private var syncTrigger: LoopTrigger?
     /// Statement names prepared (or being prepared) on this connection, each with the number
     /// of the PREPARE that made it: a failure only undoes the entry its own PREPARE made.
     private var prepared: [String: Int] = [:]
@@ -212,13 +212,9 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
             startWatching()
             attempt.completion(.success(()))
         case PGRES_POLLING_READING, PGRES_POLLING_WRITING:
-            let what = Int16(status == PGRES_POLLING_READING ? EV_READ : EV_WRITE)
-            let box = Unmanaged.passRetained(Callback { [self] in
+            loop.whenReady(PQsocket(pg), for: status == PGRES_POLLING_READING ? .read : .write) { [self] in
                 pollConnect(PQconnectPoll(pg), attempt)
-            }).toOpaque()
-            event_base_once(loop.base, PQsocket(pg), what, { _, _, context in
-                Unmanaged<Callback>.fromOpaque(context!).takeRetainedValue().run()
-            }, box, nil)
+            }
         default:
             attempt.done = true
             let message = errorMessage(pg)
@@ -227,30 +223,21 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         }
     }
 
-    /// Registers the persistent read event and the on-demand write event for the ready connection.
+    /// Registers the persistent read watcher, the on-demand write watcher, the sync trigger and
+    /// the watchdog for the ready connection.
     private func startWatching() {
         guard let pg = connection else { return }
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        readEvent = event_new(loop.base, PQsocket(pg), Int16(EV_READ | EV_PERSIST), { _, _, context in
-            let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.onReadable() }
-        }, me)
-        writeEvent = event_new(loop.base, PQsocket(pg), Int16(EV_WRITE), { _, _, context in
-            let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.flush() }
-        }, me)
-        syncEvent = event_new(loop.base, -1, 0, { _, _, context in
-            let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.syncReads() }
-        }, me)
-        watchdogEvent = event_new(loop.base, -1, Int16(EV_PERSIST), { _, _, context in
-            let connection = Unmanaged<PostgresConnection>.fromOpaque(context!).takeUnretainedValue()
-            withExtendedLifetime(connection) { connection.watchdog() }
-        }, me)
-        event_add(readEvent, nil)
-        var interval = timeval(max(deadlines.stallThreshold / 2, .milliseconds(5)))
-        event_add(watchdogEvent, &interval)
+        let socket = PQsocket(pg)
+        reader = IOWatcher(loop: loop, descriptor: socket, interest: .read) { [unowned self] in onReadable() }
+        writer = IOWatcher(loop: loop, descriptor: socket, interest: .write, persistent: false) { [unowned self] in flush() }
+        syncTrigger = LoopTrigger(loop: loop) { [unowned self] in syncReads() }
+        watchdogTimer = LoopTimer(loop: loop, repeating: true) { [unowned self] in watchdog() }
+        reader?.arm()
+        watchdogTimer?.arm(after: max(deadlines.stallThreshold / 2, Self.minWatchdogInterval))
     }
+
+    /// The watchdog runs every half stall threshold, but not more often than this.
+    static let minWatchdogInterval = Duration.milliseconds(5)
 
     // MARK: Queries
 
@@ -397,7 +384,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
                 unsyncedReads += 1
                 if unsyncedReads == 1 {
                     readBatchOpen.store(true, ordering: .relaxed)
-                    event_active(syncEvent, 0, 0)
+                    syncTrigger?.fire()
                 }
                 guard ok else { break }
                 if !query.preparedHere { return }  // `syncReads` flushes
@@ -477,7 +464,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
         guard let pg = connection else { return }
         switch PQflush(pg) {
         case 0: break
-        case 1: event_add(writeEvent, nil)
+        case 1: writer?.arm()
         default: connectionFailed(PostgresError(.connectionLost, errorMessage(pg)))
         }
     }
@@ -682,14 +669,14 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq and libev
 
     private func finishConnection() {
         broken.store(true, ordering: .relaxed)
-        if let readEvent { event_free(readEvent) }
-        if let writeEvent { event_free(writeEvent) }
-        if let syncEvent { event_free(syncEvent) }
-        if let watchdogEvent { event_free(watchdogEvent) }
-        readEvent = nil
-        writeEvent = nil
-        syncEvent = nil
-        watchdogEvent = nil
+        reader?.cancel()
+        writer?.cancel()
+        syncTrigger?.cancel()
+        watchdogTimer?.cancel()
+        reader = nil
+        writer = nil
+        syncTrigger = nil
+        watchdogTimer = nil
         if let connection { PQfinish(connection) }
         connection = nil
     }
@@ -904,24 +891,10 @@ private final class CancelRequest: @unchecked Sendable {  // made on the loop, t
     }
 }
 
-/// CLOCK_MONOTONIC_COARSE in nanoseconds: a few nanoseconds to read, a few milliseconds fine,
-/// which is all statement deadlines need.
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
-
 /// A non-negative `Duration` in nanoseconds.
 func nanoseconds(_ duration: Duration) -> UInt64 {
     let (seconds, attoseconds) = duration.components
     return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-}
-
-/// A closure handed through libevent's `void *` argument.
-private final class Callback {
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
 }
 
 private func copyRows(_ result: OpaquePointer, affectedRows: Int) -> PostgresRows {

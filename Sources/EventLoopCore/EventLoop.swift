@@ -9,8 +9,8 @@ import Glibc
 /// code on the loop thread, so a handler, the socket it answers and the database connection it
 /// uses can all live on one thread with no hop between them.
 public final class EventLoop: TaskExecutor, @unchecked Sendable {  // `base` and its events are used only on the loop thread; `mailbox` is behind a lock
-    /// The libevent base; use it only on this loop's thread.
-    public let base: OpaquePointer
+    /// The libevent base; used only on this loop's thread, and only by this module.
+    let base: OpaquePointer
     /// The name of the loop thread, for debuggers and logs.
     public let name: String
     /// The internal event that `execute` activates to wake the loop.
@@ -105,6 +105,15 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {  // `base` and
         post(.job(UnownedJob(job)))
     }
 
+    /// Runs `work` now when called on the loop thread, else posts it like `execute`.
+    public func runOnLoop(_ work: @escaping @Sendable () -> Void) {
+        if isInLoopThread {
+            work()
+        } else {
+            post(.closure(work))
+        }
+    }
+
     private func post(_ work: Work) {
         let needsWake = mailbox.withLock { box -> Bool in
             box.work.append(work)
@@ -119,12 +128,31 @@ public final class EventLoop: TaskExecutor, @unchecked Sendable {  // `base` and
 
     /// Runs `work` on the loop thread after `delay`; call only on the loop thread.
     public func schedule(after delay: Duration, _ work: @escaping () -> Void) {
-        let box = Unmanaged.passRetained(TimerBox(work)).toOpaque()
-        var tv = timeval(delay)
-        event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, context in
-            let box = Unmanaged<TimerBox>.fromOpaque(context!).takeRetainedValue()
-            box.work()
-        }, box, &tv)
+        once(descriptor: -1, Int16(EV_TIMEOUT), timeout: LoopTimeout(delay), work)
+    }
+
+    /// Runs `work` once when `descriptor` is ready for `interest`; call only on the loop thread.
+    public func whenReady(_ descriptor: Int32, for interest: IOInterest, _ work: @escaping () -> Void) {
+        once(descriptor: descriptor, interest.flags, timeout: nil, work)
+    }
+
+    private func once(descriptor: Int32, _ flags: Int16, timeout: LoopTimeout?, _ work: @escaping () -> Void) {
+        let box = Unmanaged.passRetained(ClosureBox(work)).toOpaque()
+        let callback: event_callback_fn = { _, _, context in
+            Unmanaged<ClosureBox>.fromOpaque(context!).takeRetainedValue().work()
+        }
+        if var interval = timeout?.interval {
+            event_base_once(base, descriptor, flags, callback, box, &interval)
+        } else {
+            event_base_once(base, descriptor, flags, callback, box, nil)
+        }
+    }
+
+    /// `duration` as one of this loop's common timeouts (see `LoopTimeout`); call before the
+    /// loop starts or on its thread.
+    public func commonTimeout(_ duration: Duration) -> LoopTimeout {
+        var interval = timeval(duration)
+        return LoopTimeout(interval: event_base_init_common_timeout(base, &interval)?.pointee ?? interval)
     }
 
     /// Stops the loop after the work queued so far and waits until its thread has finished.
@@ -169,13 +197,13 @@ private let currentLoopKey: pthread_key_t = {
 /// Runs `body` on a new detached pthread named `name` (Foundation's `Thread` would bring
 /// Dispatch's `fd_set`, which clashes with libevent's headers).
 private func spawnThread(name: String, _ body: @escaping () -> Void) {
-    let box = Unmanaged.passRetained(TimerBox {
+    let box = Unmanaged.passRetained(ClosureBox {
         clibevent_name_current_thread(String(name.prefix(15)))
         body()
     }).toOpaque()
     var thread = pthread_t()
     let status = pthread_create(&thread, nil, { context in
-        Unmanaged<TimerBox>.fromOpaque(context!).takeRetainedValue().work()
+        Unmanaged<ClosureBox>.fromOpaque(context!).takeRetainedValue().work()
         return nil
     }, box)
     precondition(status == 0, "pthread_create failed: \(status)")
@@ -183,39 +211,19 @@ private func spawnThread(name: String, _ body: @escaping () -> Void) {
 }
 
 /// A closure kept alive while libevent (or a new thread) holds it.
-private final class TimerBox {
+private final class ClosureBox {
     let work: () -> Void
     init(_ work: @escaping () -> Void) { self.work = work }
 }
 
 extension timeval {
     /// A `timeval` for a Swift `Duration` (negative durations become zero).
-    public init(_ duration: Duration) {
+    init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         if seconds < 0 || (seconds == 0 && attoseconds < 0) {
             self.init(tv_sec: 0, tv_usec: 0)
         } else {
             self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
         }
-    }
-}
-
-/// A value behind a `pthread_mutex_t`. (Not `Synchronization.Mutex`: its futex-based lock is
-/// invisible to ThreadSanitizer, which then reports every access it guards as a race.)
-public final class LockedValue<Value>: @unchecked Sendable {  // `value` is only touched while `mutex` is held
-    private var mutex = pthread_mutex_t()
-    private var value: Value
-
-    public init(_ value: Value) {
-        self.value = value
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body(&value)
     }
 }

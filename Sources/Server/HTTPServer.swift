@@ -1,4 +1,3 @@
-import CLibEvent
 import EventLoopCore
 import Glibc
 import Logging
@@ -138,7 +137,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     /// Every loop of the server, this one included: accepted connections are spread over them
     /// in turn (a burst of connects would otherwise land on whichever loop woke first).
     var peers: [ServerLoop] = []
-    private var listener: OpaquePointer?
+    private var listener: SocketListener?
     /// Whether `listener` is enabled (it is disabled at the connection limit and after EMFILE).
     private var listening = false
     /// Set after `accept` failed for lack of descriptors or memory, until the retry delay ends.
@@ -146,19 +145,17 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     private var connections: [ObjectIdentifier: HTTPConnection] = [:]
     /// The connections' read and write timeout, as a libevent common timeout (equal timeouts kept
     /// in a queue rather than the timer heap).
-    let ioTimeout: timeval
-    /// How long a connection lingers after an error answer (a common timeout as well).
-    let lingerTimeout: timeval
+    let ioTimeout: LoopTimeout
+    /// How long a connection lingers after its last answer (a common timeout as well).
+    let lingerTimeout: LoopTimeout
     /// Where this loop's connections `recv` into before keeping the bytes.
     let readBuffer: UnsafeMutableRawBufferPointer
 
     init(loop: EventLoop, context: ServerContext) {
         self.loop = loop
         self.context = context
-        var timeout = timeval(context.configuration.timeout)
-        ioTimeout = event_base_init_common_timeout(loop.base, &timeout)?.pointee ?? timeout
-        var linger = timeval(context.configuration.lingerTimeout)
-        lingerTimeout = event_base_init_common_timeout(loop.base, &linger)?.pointee ?? linger
+        ioTimeout = loop.commonTimeout(context.configuration.timeout)
+        lingerTimeout = loop.commonTimeout(context.configuration.lingerTimeout)
         readBuffer = .allocate(byteCount: context.configuration.readBufferBytes, alignment: 16)
     }
 
@@ -167,19 +164,12 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     }
 
     func listen(on socket: Int32) {
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        listener = evconnlistener_new(loop.base, { _, socket, _, _, context in
-            let serverLoop = Unmanaged<ServerLoop>.fromOpaque(context!).takeUnretainedValue()
-            serverLoop.accept(socket)
-        }, me, LEV_OPT_CLOSE_ON_EXEC, 0, socket)
-        guard let listener else {
-            context.logger.critical("evconnlistener_new failed", metadata: ["loop": "\(loop.name)"])
+        listener = SocketListener(
+            loop: loop, socket: socket, onAccept: { [unowned self] in accept($0) }, onError: { [unowned self] in acceptFailed($0) }
+        )
+        guard listener != nil else {
+            context.logger.critical("cannot listen on the socket", metadata: ["loop": "\(loop.name)"])
             return
-        }
-        // Without an error callback, a failing accept (EMFILE) leaves the socket readable and
-        // the loop spinning on it.
-        evconnlistener_set_error_cb(listener) { _, context in
-            Unmanaged<ServerLoop>.fromOpaque(context!).takeUnretainedValue().acceptFailed(errno)
         }
         listening = true
         updateListening()
@@ -207,7 +197,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
         let wanted = !acceptBackingOff && !context.atConnectionLimit.load(ordering: .relaxed) && !context.isDraining
         guard wanted != listening else { return }
         listening = wanted
-        if wanted { evconnlistener_enable(listener) } else { evconnlistener_disable(listener) }
+        if wanted { listener.enable() } else { listener.disable() }
     }
 
     /// Tells every loop to re-check its listener (the limit flag changed).
@@ -247,7 +237,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
             connectionGone()
             return
         }
-        evutil_make_socket_nonblocking(socket)
+        makeNonBlocking(socket)
         var one: Int32 = 1
         setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         let connection = HTTPConnection(owner: self, socket: socket)
@@ -273,7 +263,7 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     func stopAccepting() async {
         await withCheckedContinuation { continuation in
             loop.execute { [self] in
-                if let listener { evconnlistener_free(listener) }
+                listener?.cancel()
                 listener = nil
                 listening = false
                 continuation.resume()
@@ -331,7 +321,7 @@ private func makeListeningSocket(host: String, port: Int, backlog: Int) throws -
         _ = Glibc.close(fd)
         throw ServerError(description: "listen: \(message)")
     }
-    evutil_make_socket_nonblocking(fd)
+    makeNonBlocking(fd)
     return fd
 }
 

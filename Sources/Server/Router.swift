@@ -5,8 +5,8 @@ import Logging
 /// HEAD is served by the GET handler, and a plain OPTIONS gets 204 with `Allow`.
 ///
 /// Routing, middleware and immediate handlers are synchronous: a request whose answer needs no
-/// `await` (`addImmediate` routes, 404, 405, a preflight) is answered by `respondImmediately`
-/// without a Swift task. Only `add` handlers run in one.
+/// `await` (`addImmediate` routes, 404, 405, a preflight) is answered `.now`, without a Swift
+/// task. Only `add` handlers run in one.
 public struct Router: HTTPResponder {
     public typealias Handler = @Sendable (HTTPRequest) async throws -> HTTPResponse
     /// A handler that answers without suspending; it runs on the event loop and must not block.
@@ -33,10 +33,20 @@ public struct Router: HTTPResponder {
 
     private var routes: [Route] = []
     private var middleware: [any HTTPMiddleware] = []
-    private let logger: Logger
+    /// Where handler errors become answers (see `init`).
+    private let errorResponder: HTTPErrorResponder
 
-    public init(logger: Logger) {
-        self.logger = logger
+    /// A router whose handler errors are answered by `errorResponder`: the application's one
+    /// error boundary. Without one, an `HTTPError` is answered as it is and anything else is
+    /// logged and answered 500.
+    public init(logger: Logger, errorResponder: HTTPErrorResponder? = nil) {
+        self.errorResponder = errorResponder ?? { error, request in
+            if let error = error as? HTTPError { return error.response }
+            logger.error("unhandled error", metadata: [
+                "request_id": "\(request.requestID)", "route": "\(request.route ?? "-")", "error": "\(error)",
+            ])
+            return .error(500, "Internal server error")
+        }
     }
 
     /// Adds a route answered in a task; `:name` segments become `request.parameters[name]`.
@@ -61,9 +71,10 @@ public struct Router: HTTPResponder {
         self.middleware.append(middleware)
     }
 
-    /// Routes `request` and runs the middleware's `willHandle`; answers unless the route's handler
-    /// must be awaited, in which case `request` is left marked for `respond(to:)`.
-    public func respondImmediately(to request: inout HTTPRequest) -> HTTPResponse? {
+    /// Routes `request` and runs the middleware's `willHandle`; answers now unless the route's
+    /// handler must be awaited.
+    public func answer(_ request: HTTPRequest) -> HTTPAnswer {
+        var request = request
         let lookupMethod = request.method == .head ? HTTPMethod.get : request.method
         var routeIndex: Int?
         var answer: Result<HTTPResponse, any Error>?
@@ -82,32 +93,24 @@ public struct Router: HTTPResponder {
                 ? .success(HTTPResponse(status: 204, headers: HTTPHeaders([("Allow", allow)])))
                 : .failure(HTTPError(405, "Method not allowed", headers: [("Allow", allow)]))
         }
-        if let early = runWillHandle(request) { return early }
+        if let early = runWillHandle(request) { return .now(early) }
         if let routeIndex {
             switch routes[routeIndex].action {
             case .immediate(let handler):
                 answer = Result { try handler(request) }
-            case .deferred:
-                request.awaitedRoute = routeIndex
-                return nil
+            case .deferred(let handler):
+                return .later { [self, request] in
+                    let answer: Result<HTTPResponse, any Error>
+                    do {
+                        answer = .success(try await handler(request))
+                    } catch {
+                        answer = .failure(error)
+                    }
+                    return completed(request, answer)
+                }
             }
         }
-        return completed(request, answer ?? .failure(HTTPError(404, "Not found")))
-    }
-
-    public func respond(to request: HTTPRequest) async -> HTTPResponse {
-        var request = request
-        if request.awaitedRoute == nil, let response = respondImmediately(to: &request) { return response }
-        guard let index = request.awaitedRoute, case .deferred(let handler) = routes[index].action else {
-            return completed(request, .failure(RoutingError.notPrepared))
-        }
-        let answer: Result<HTTPResponse, any Error>
-        do {
-            answer = .success(try await handler(request))
-        } catch {
-            answer = .failure(error)
-        }
-        return completed(request, answer)
+        return .now(completed(request, answer ?? .failure(HTTPError(404, "Not found"))))
     }
 
     /// The first `willHandle` answer, having run `didHandle` of the middleware up to the one that
@@ -122,30 +125,18 @@ public struct Router: HTTPResponder {
         return nil
     }
 
-    /// The handler's answer after the middleware: an error becomes the first response the
-    /// middleware (innermost first) gives for it, else an `HTTPError`'s own response, else 500;
-    /// then every `didHandle`, innermost first.
+    /// The handler's answer after the middleware: an error becomes what the error responder
+    /// answers for it; then every `didHandle`, innermost first.
     private func completed(_ request: HTTPRequest, _ answer: Result<HTTPResponse, any Error>) -> HTTPResponse {
         var response: HTTPResponse
         switch answer {
         case .success(let handled):
             response = handled
         case .failure(let error):
-            response = errorResponse(error, to: request)
+            response = errorResponder(error, request)
         }
         for layer in middleware.reversed() { layer.didHandle(request, response: &response) }
         return response
-    }
-
-    private func errorResponse(_ error: any Error, to request: HTTPRequest) -> HTTPResponse {
-        for layer in middleware.reversed() {
-            if let response = layer.response(for: error, to: request) { return response }
-        }
-        if let error = error as? HTTPError { return error.response }
-        logger.error("unhandled error", metadata: [
-            "request_id": "\(request.requestID)", "route": "\(request.route ?? "-")", "error": "\(error)",
-        ])
-        return .error(500, "Internal server error")
     }
 
     /// The methods a path allows, as `Allow` lists them: sorted, with HEAD and OPTIONS.
@@ -195,9 +186,4 @@ public struct Router: HTTPResponder {
         }
         return position == template.count ? parameters : nil
     }
-}
-
-/// A request reached `Router.respond(to:)` marked for a route that is not awaited (a bug).
-enum RoutingError: Error {
-    case notPrepared
 }

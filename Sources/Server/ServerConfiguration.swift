@@ -29,13 +29,15 @@ public struct ServerConfiguration: Sendable {
     /// Most client connections open at once; at the limit the server stops accepting (the
     /// kernel's backlog holds the rest) and resumes when one closes.
     public var maxConnections: Int
+    /// Seconds a client is told to wait (`Retry-After`) before retrying a 503.
+    public var retryAfterSeconds: Int
 
     public init(
         host: String = "0.0.0.0", port: Int = 5555, eventLoops: Int = availableCPUs(),
         maxBodyBytes: Int = 1_048_576, maxHeaderBytes: Int = 16_384,
         timeout: Duration = .seconds(30), lingerTimeout: Duration = .seconds(2), backlog: Int = 1024,
         maxPendingOutputBytes: Int = 256 * 1024, maxPendingInputBytes: Int = 64 * 1024,
-        readBufferBytes: Int = 64 * 1024, maxConnections: Int = defaultMaxConnections()
+        readBufferBytes: Int = 64 * 1024, maxConnections: Int = defaultMaxConnections(), retryAfterSeconds: Int = 1
     ) {
         self.host = host
         self.port = port
@@ -49,6 +51,7 @@ public struct ServerConfiguration: Sendable {
         self.maxPendingInputBytes = maxPendingInputBytes
         self.readBufferBytes = max(1, readBufferBytes)
         self.maxConnections = max(1, maxConnections)
+        self.retryAfterSeconds = retryAfterSeconds
     }
 }
 

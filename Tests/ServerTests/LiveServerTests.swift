@@ -22,8 +22,7 @@ struct TestResponder: HTTPResponder {
         self.router = router
     }
 
-    func respondImmediately(to request: inout HTTPRequest) -> HTTPResponse? { router.respondImmediately(to: &request) }
-    func respond(to request: HTTPRequest) async -> HTTPResponse { await router.respond(to: request) }
+    func answer(_ request: HTTPRequest) -> HTTPAnswer { router.answer(request) }
 }
 
 /// Starts a server on port 0 and stops it after `body`.

@@ -127,16 +127,10 @@ struct RouterTests {
         let name: String
         let trace: Trace
         var answersEarly = false
-        var mapsErrors = false
 
         func willHandle(_ request: HTTPRequest) -> HTTPResponse? {
             trace.events.append("\(name).will")
             return answersEarly ? HTTPResponse(status: 299) : nil
-        }
-
-        func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse? {
-            trace.events.append("\(name).error")
-            return mapsErrors ? HTTPResponse(status: 599) : nil
         }
 
         func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {
@@ -154,34 +148,54 @@ struct RouterTests {
             return HTTPResponse(status: 201, body: Array(request.parameters["id"]!.utf8))
         }
 
-        var now = HTTPRequest(method: .get, path: "/now")
-        #expect(router.respondImmediately(to: &now)?.status == 200)
-        var missing = HTTPRequest(method: .get, path: "/later")
-        #expect(router.respondImmediately(to: &missing)?.status == 404)
-        #expect(trace.events == ["outer.will", "outer.did(200)", "outer.will", "outer.error", "outer.did(404)"])
+        guard case .now(let now) = router.answer(HTTPRequest(method: .get, path: "/now")) else {
+            Issue.record("an immediate route was not answered now")
+            return
+        }
+        #expect(now.status == 200)
+        guard case .now(let missing) = router.answer(HTTPRequest(method: .get, path: "/later")) else {
+            Issue.record("a 404 was not answered now")
+            return
+        }
+        #expect(missing.status == 404)
+        #expect(trace.events == ["outer.will", "outer.did(200)", "outer.will", "outer.did(404)"])
 
         trace.events = []
-        var later = HTTPRequest(method: .get, path: "/later/7")
-        #expect(router.respondImmediately(to: &later) == nil)
-        #expect(later.route == "/later/:id")
-        let response = await router.respond(to: later)
+        guard case .later(let handler) = router.answer(HTTPRequest(method: .get, path: "/later/7")) else {
+            Issue.record("an awaited route was answered now")
+            return
+        }
+        #expect(trace.events == ["outer.will"])
+        let response = await handler()
         #expect(response.status == 201)
         #expect(response.body == Array("7".utf8))
         // `willHandle` ran once, before the task; the answer went through `didHandle` once.
         #expect(trace.events == ["outer.will", "outer.did(201)"])
     }
 
-    @Test func middlewareRunsOutsideInAndBack() async {
+    @Test func middlewareRunsOutsideInAndBackAndErrorsMeetOneBoundary() async {
         let trace = Trace()
-        var router = Router(logger: Logger(label: "test"))
+        var router = Router(logger: Logger(label: "test")) { error, _ in
+            trace.events.append("boundary(\(error is HTTPError ? "http" : "other"))")
+            return HTTPResponse(status: 599)
+        }
         router.use(Recording(name: "a", trace: trace))
-        router.use(Recording(name: "b", trace: trace, mapsErrors: true))
+        router.use(Recording(name: "b", trace: trace))
         router.use(Recording(name: "c", trace: trace))
         router.add(.get, "/fail") { _ in throw TestFailure() }
         router.add(.get, "/teapot") { _ in throw HTTPError(418, "short and stout") }
 
         #expect(await router.respond(to: HTTPRequest(method: .get, path: "/fail")).status == 599)
-        #expect(trace.events == ["a.will", "b.will", "c.will", "c.error", "b.error", "c.did(599)", "b.did(599)", "a.did(599)"])
+        #expect(trace.events == ["a.will", "b.will", "c.will", "boundary(other)", "c.did(599)", "b.did(599)", "a.did(599)"])
+        trace.events = []
+        #expect(await router.respond(to: HTTPRequest(method: .get, path: "/teapot")).status == 599)
+        #expect(trace.events == ["a.will", "b.will", "c.will", "boundary(http)", "c.did(599)", "b.did(599)", "a.did(599)"])
+        // Without a boundary of its own, the router answers an HTTPError as it is, anything else 500.
+        var plain = Router(logger: Logger(label: "test"))
+        plain.add(.get, "/fail") { _ in throw TestFailure() }
+        plain.add(.get, "/teapot") { _ in throw HTTPError(418, "short and stout") }
+        #expect(await plain.respond(to: HTTPRequest(method: .get, path: "/fail")).status == 500)
+        #expect(await plain.respond(to: HTTPRequest(method: .get, path: "/teapot")).status == 418)
 
         // An early answer skips the handler and the inner layers, not the outer ones' `didHandle`.
         trace.events = []

@@ -1,0 +1,41 @@
+/// One HTTP response: status, headers and the whole body.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A response with `Content-Type: application/json` and `body` as written.
+    public static func json(_ status: Int, _ body: [UInt8]) -> HTTPResponse {
+        HTTPResponse(status: status, headers: jsonHeaders, body: body)
+    }
+
+    /// Shared by every JSON response (copied only when one adds a header).
+    private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json")])
+
+    /// The JSON error shape every error uses: `{"error":"<message>"}`.
+    public static func error(_ status: Int, _ message: String) -> HTTPResponse {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.key("error")
+        writer.string(message)
+        writer.endObject()
+        writer.newline()
+        return .json(status, writer.bytes)
+    }
+}
+
+/// An error that already knows its HTTP answer; the router sends it as is.
+public struct HTTPError: Error, Sendable {
+    public var response: HTTPResponse
+    public init(_ status: Int, _ message: String, headers: [(String, String)] = []) {
+        var response = HTTPResponse.error(status, message)
+        for (name, value) in headers { response.headers[name] = value }
+        self.response = response
+    }
+}

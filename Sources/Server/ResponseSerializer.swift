@@ -1,0 +1,69 @@
+/// Writes a response's status line, headers and body as HTTP/1.1 bytes.
+enum ResponseSerializer {
+    /// The bytes of `response`: a `Content-Length` (except where the status forbids a body), the
+    /// request id unless the response sets one, and the connection header the version needs.
+    static func bytes(of response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(160 + response.body.count)
+        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        out.append(contentsOf: String(response.status).utf8)
+        out.append(UInt8(ascii: " "))
+        out.append(contentsOf: reasonPhrase(response.status).utf8)
+        out.append(contentsOf: crlf)
+        for (name, value) in response.headers {
+            appendHeader(name, value, to: &out)
+        }
+        let mayHaveBody = response.status != 204 && response.status >= 200
+        if mayHaveBody {
+            appendHeader("Content-Length", String(response.body.count), to: &out)
+        }
+        if let requestID, !response.headers.contains("X-Request-ID") {
+            appendHeader("X-Request-ID", requestID, to: &out)
+        }
+        if !keepAlive {
+            appendHeader("Connection", "close", to: &out)
+        } else if http10 {
+            appendHeader("Connection", "keep-alive", to: &out)
+        }
+        out.append(contentsOf: crlf)
+        if !omitBody && mayHaveBody { out.append(contentsOf: response.body) }
+        return out
+    }
+
+    /// The interim answer to `Expect: 100-continue`.
+    static let continueLine: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+
+    private static let crlf: [UInt8] = [0x0D, 0x0A]
+
+    /// Appends `name: value` and CRLF.
+    private static func appendHeader(_ name: String, _ value: String, to out: inout [UInt8]) {
+        out.append(contentsOf: name.utf8)
+        out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
+        out.append(contentsOf: value.utf8)
+        out.append(contentsOf: crlf)
+    }
+}
+
+/// The reason phrase for a status code.
+func reasonPhrase(_ status: Int) -> String {
+    switch status {
+    case 100: "Continue"
+    case 200: "OK"
+    case 201: "Created"
+    case 204: "No Content"
+    case 400: "Bad Request"
+    case 404: "Not Found"
+    case 405: "Method Not Allowed"
+    case 408: "Request Timeout"
+    case 411: "Length Required"
+    case 413: "Content Too Large"
+    case 415: "Unsupported Media Type"
+    case 422: "Unprocessable Content"
+    case 431: "Request Header Fields Too Large"
+    case 500: "Internal Server Error"
+    case 501: "Not Implemented"
+    case 503: "Service Unavailable"
+    case 505: "HTTP Version Not Supported"
+    default: "Status \(status)"
+    }
+}
