@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// The real `task-management` binary as operators run it: signals, exit status, outages.
-@Suite("The server binary")
+@Suite("The server binary", .enabled(if: TestPostgres.isConfigured, TestPostgres.skipReason))
 struct BinaryTests {
     /// The debug binary that `swift build` (run by `make test`) leaves next to the tests.
     static var binary: String {

@@ -8,7 +8,7 @@ import TestSupport
 /// keep coming. Every request is answered (503 within the query timeout plus a second, or 200
 /// once the lock goes), the other table keeps answering, readiness turns 503 and back, nothing
 /// acknowledged is lost, and the pool never opens more than its size.
-@Suite("A stuck database")
+@Suite("A stuck database", .enabled(if: TestPostgres.isConfigured, TestPostgres.skipReason))
 struct StuckDatabaseTests {
     /// A value shared by the test's tasks.
     private final class Recorder<Value: Sendable>: Sendable {

@@ -86,3 +86,19 @@ func isPythonISO(_ value: Any?) -> Bool {
     guard let text = value as? String else { return false }
     return text.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?\+00:00$"#, options: .regularExpression) != nil
 }
+
+/// Runs `body` against a fresh application and stops it afterwards, whether `body` threw or
+/// not: no server outlives its test.
+func withTestApp<Result>(
+    _ variant: SchemaVariant = .alembic, environment: [String: String] = [:], _ body: (TestApp) async throws -> Result
+) async throws -> Result {
+    let app = try await TestApp.start(variant, environment: environment)
+    do {
+        let result = try await body(app)
+        await app.stop()
+        return result
+    } catch {
+        await app.stop()
+        throw error
+    }
+}

@@ -24,7 +24,7 @@ private func eventually(_ timeout: Duration = .seconds(5), _ condition: () async
     return await condition()
 }
 
-@Suite("PostgreSQL through the pool (real database)")
+@Suite("PostgreSQL through the pool (real database)", .enabled(if: TestPostgres.isConfigured, TestPostgres.skipReason))
 struct PostgresIntegrationTests {
     @Test func aQueryReachesPostgreSQL() async throws {
         let pool = makePool(try TestPostgres.databaseURL)
@@ -402,7 +402,7 @@ struct PostgresIntegrationTests {
     }
 }
 
-@Suite("PostgreSQL stopping and starting (private cluster)")
+@Suite("PostgreSQL stopping and starting (private cluster)", .enabled(if: TestPostgres.isConfigured, TestPostgres.skipReason))
 struct PostgresRestartTests {
     @Test func failsFastWhileDownAndRecoversWithoutRestart() async throws {
         try await PrivateCluster.with { cluster in

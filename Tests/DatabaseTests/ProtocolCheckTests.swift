@@ -19,7 +19,7 @@ private func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random
 /// The server checks what PostgreSQL answers instead of trusting it: a result of another shape,
 /// or a segment whose check does not come back, closes the connection and fails its requests
 /// with `.protocolViolation` (503 for a client); nothing it sent reaches a caller.
-@Suite("PostgreSQL answers are checked, not trusted (real database)")
+@Suite("PostgreSQL answers are checked, not trusted (real database)", .enabled(if: TestPostgres.isConfigured, TestPostgres.skipReason))
 struct ProtocolCheckTests {
     @Test(arguments: [
         // A column of another type than declared.

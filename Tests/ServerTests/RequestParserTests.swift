@@ -153,20 +153,4 @@ struct RequestParserTests {
         #expect(query["empty"] == "")
         #expect(query["bad"] == "%zz")
     }
-
-    @Test func cgroupQuotaParsing() {
-        #expect(parseCPUMax("max 100000\n") == nil)
-        #expect(parseCPUMax("150000 100000\n") == 2)
-        #expect(parseCPUMax("50000 100000") == 1)
-        #expect(parseCPUMax("400000 100000") == 4)
-        #expect(availableCPUs(cgroupFile: "/nonexistent") >= 1)
-    }
-
-    @Test func requestIDs() {
-        let generator = RequestIDGenerator()
-        #expect(generator.id(for: "abc-123") == "abc-123")
-        #expect(generator.id(for: "bad id") != "bad id")
-        #expect(generator.id(for: String(repeating: "a", count: 129)).count < 129)
-        #expect(generator.id(for: nil) != generator.id(for: nil))
-    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// Access to the PostgreSQL that the test command started (`DATABASE_URL`), plus private
 /// clusters for tests that stop and start PostgreSQL.
@@ -12,6 +13,12 @@ public enum TestPostgres {
             return url
         }
     }
+
+    /// Whether the test command gave a database; suites that need one are skipped without it.
+    public static let isConfigured = !(ProcessInfo.processInfo.environment["DATABASE_URL"] ?? "").isEmpty
+
+    /// Why database suites are skipped, as the test report shows it.
+    public static let skipReason: Comment = "DATABASE_URL is not set: run the whole suite with `make test`, which starts PostgreSQL"
 
     /// The package root (for scripts/ and the built binary).
     public static let packageRoot: URL = {

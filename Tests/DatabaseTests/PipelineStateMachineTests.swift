@@ -1,0 +1,200 @@
+import Testing
+@testable import Database
+
+/// The pipeline protocol alone: no libpq, no server, a clock driven by hand. Queries are
+/// names, rows are strings.
+@Suite("Pipeline state machine (no database)")
+struct PipelineStateMachineTests {
+    typealias Machine = PipelineStateMachine<String, String>
+
+    private static let ms: UInt64 = 1_000_000
+    private let deadlines = Machine.Deadlines(queryTimeout: .milliseconds(500), stallThreshold: .milliseconds(100), maxInFlight: 20)
+    private static let read = Machine.Command.prepared(name: "find", readOnly: true, resource: "tasks")
+    private static let write = Machine.Command.prepared(name: "update", readOnly: false, resource: "tasks")
+    private static let otherRead = Machine.Command.prepared(name: "settings", readOnly: true, resource: "settings")
+
+    /// A machine that checks segments, its first check echoing 100.
+    private func machine() -> Machine {
+        var machine = Machine(deadlines: deadlines, firstCheckValue: 100)
+        machine.startCheckingSegments()
+        return machine
+    }
+
+    /// The actions in words, to compare whole sequences.
+    private func words(_ actions: [Machine.Action]) -> [String] {
+        actions.map { action in
+            switch action {
+            case .sendPrepare(let query): "prepare \(query)"
+            case .sendExecute(let query): "execute \(query)"
+            case .sendCheck(let value): "check \(value)"
+            case .sendSync: "sync"
+            case .scheduleSync: "schedule sync"
+            case .flush: "flush"
+            case .answer(let query, .success(let rows)): "answer \(query): \(rows ?? "no rows")"
+            case .answer(let query, .failure(let error)): "answer \(query): \(error.kind)"
+            case .cancel: "cancel"
+            case .reportStall(.stalled(let resource)): "stalled on \(resource)"
+            case .reportStall(.resumed): "resumed"
+            case .close(let error): "close: \(error.kind)"
+            }
+        }
+    }
+
+    /// Feeds the results of one whole command.
+    private func command(_ machine: inout Machine, _ result: Machine.Received) -> [String] {
+        let actions = machine.received(result)
+        machine.commandEnded()
+        return words(actions)
+    }
+
+    /// Runs `command` once so that its statement is prepared: its PREPARE's segment checked by
+    /// `firstEcho`, its execution's by the next number.
+    private func warmUp(_ machine: inout Machine, _ command: Machine.Command, firstEcho: UInt64) {
+        _ = machine.enqueue("warm-up", command, deadline: 1000 * Self.ms, now: 0)
+        _ = machine.endOfTurn()
+        _ = self.command(&machine, .prepared)
+        _ = self.command(&machine, .echo(firstEcho))
+        _ = machine.syncReceived()
+        _ = self.command(&machine, .rows("warm-up"))
+        _ = self.command(&machine, .echo(firstEcho + 1))
+        _ = machine.syncReceived()
+    }
+
+    @Test func aWriteIsPreparedInASegmentOfItsOwnAndAnsweredAtItsSync() {
+        var m = machine()
+        let sent = words(m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0))
+        #expect(sent == ["prepare w", "check 100", "sync", "execute w", "check 101", "sync", "flush"])
+        #expect(command(&m, .prepared) == [])
+        #expect(command(&m, .echo(100)) == [])
+        #expect(words(m.syncReceived()) == [])
+        #expect(command(&m, .rows("UPDATE 1")) == [])  // not yet: its commit is confirmed by the sync
+        #expect(command(&m, .echo(101)) == [])
+        #expect(words(m.syncReceived()) == ["answer w: UPDATE 1"])
+        // Prepared now: the next execution goes alone.
+        #expect(words(m.enqueue("w2", Self.write, deadline: 1000 * Self.ms, now: 0)) == ["execute w2", "check 102", "sync", "flush"])
+    }
+
+    @Test func readsOfOneTurnShareOneSyncAndAreAnsweredWhenItsCheckPassed() {
+        var m = machine()
+        warmUp(&m, Self.read, firstEcho: 100)
+        #expect(words(m.enqueue("a", Self.read, deadline: 1000 * Self.ms, now: 0)) == ["execute a", "schedule sync"])
+        #expect(m.hasOpenReadBatch)
+        #expect(words(m.enqueue("b", Self.read, deadline: 1000 * Self.ms, now: 0)) == ["execute b"])
+        #expect(words(m.endOfTurn()) == ["check 102", "sync", "flush"])
+        #expect(!m.hasOpenReadBatch)
+        #expect(command(&m, .rows("A")) == [])
+        #expect(command(&m, .rows("B")) == [])
+        #expect(command(&m, .echo(102)) == [])
+        #expect(words(m.syncReceived()) == ["answer a: A", "answer b: B"])
+    }
+
+    @Test func aFailedReadIsAnsweredAndTheReadsItSkippedRunAgain() {
+        var m = machine()
+        warmUp(&m, Self.read, firstEcho: 100)
+        _ = m.enqueue("a", Self.read, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("b", Self.read, deadline: 1000 * Self.ms, now: 0)
+        _ = m.endOfTurn()
+        #expect(command(&m, .serverError(PostgresError(.server, "boom", sqlState: "XX000"))) == [])
+        #expect(command(&m, .skipped) == [])
+        #expect(command(&m, .skipped) == [])  // the check
+        // The sync: a answered with its error, b sent again (it never ran).
+        #expect(words(m.syncReceived()) == ["answer a: server", "execute b", "schedule sync"])
+        #expect(words(m.endOfTurn()) == ["check 103", "sync", "flush"])
+        #expect(command(&m, .rows("B")) == [])
+        #expect(command(&m, .echo(103)) == [])
+        #expect(words(m.syncReceived()) == ["answer b: B"])
+    }
+
+    @Test func writesInFlightOnALostConnectionFailAndAreNeverSentAgain() {
+        var m = machine()
+        warmUp(&m, Self.write, firstEcho: 100)
+        _ = m.enqueue("w1", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("w2", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = command(&m, .rows("UPDATE 1"))  // w1 ran; its sync never comes
+        #expect(words(m.fail(PostgresError(.connectionLost, "gone"))) == ["close: connectionLost", "answer w1: connectionLost", "answer w2: connectionLost"])
+        #expect(!m.isOpen)
+        #expect(words(m.enqueue("w3", Self.write, deadline: 1000 * Self.ms, now: 0)) == ["answer w3: connectionLost"])
+        #expect(m.fail(PostgresError(.connectionLost, "again")).isEmpty)
+    }
+
+    @Test func answersOutOfTurnOrOutOfShapePoisonTheConnection() {
+        // A result where a sync was due.
+        var early = machine()
+        _ = early.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = command(&early, .prepared)
+        _ = command(&early, .echo(100))
+        #expect(command(&early, .rows("stray")) == ["close: protocolViolation", "answer w: protocolViolation"])
+
+        // A check that echoes another segment's number: the write is not confirmed.
+        var swapped = machine()
+        warmUp(&swapped, Self.write, firstEcho: 100)
+        _ = swapped.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = command(&swapped, .rows("UPDATE 1"))
+        #expect(command(&swapped, .echo(7)) == ["close: protocolViolation", "answer w: protocolViolation"])
+
+        // A sync before the check it was promised.
+        var unchecked = machine()
+        _ = unchecked.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = command(&unchecked, .prepared)
+        #expect(words(unchecked.syncReceived()) == ["close: protocolViolation", "answer w: protocolViolation"])
+
+        // Two results for one statement.
+        var twice = machine()
+        warmUp(&twice, Self.read, firstEcho: 100)
+        _ = twice.enqueue("r", Self.read, deadline: 1000 * Self.ms, now: 0)
+        _ = twice.endOfTurn()
+        #expect(words(twice.received(.rows("one"))) == [])
+        #expect(words(twice.received(.rows("two"))) == ["close: protocolViolation", "answer r: protocolViolation"])
+
+        // A write that "succeeded" in a segment whose check was skipped.
+        var skipped = machine()
+        warmUp(&skipped, Self.write, firstEcho: 100)
+        _ = skipped.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = command(&skipped, .rows("UPDATE 1"))
+        _ = command(&skipped, .skipped)
+        #expect(words(skipped.syncReceived()) == ["close: protocolViolation", "answer w: protocolViolation"])
+
+        // A statement prepared here gone from the server.
+        var gone = machine()
+        warmUp(&gone, Self.read, firstEcho: 100)
+        _ = gone.enqueue("r", Self.read, deadline: 1000 * Self.ms, now: 0)
+        _ = gone.endOfTurn()
+        #expect(command(&gone, .serverError(PostgresError(.server, "no such statement", sqlState: "26000")))
+            == ["close: protocolViolation", "answer r: protocolViolation"])
+    }
+
+    @Test func aQueryPastItsDeadlineIsAnsweredThenCancelledAndAnIgnoredCancelClosesTheConnection() {
+        var m = machine()
+        warmUp(&m, Self.write, firstEcho: 100)
+        _ = m.enqueue("w", Self.write, deadline: 500 * Self.ms, now: 0)
+        #expect(words(m.tick(now: 50 * Self.ms)) == [])
+        #expect(words(m.tick(now: 150 * Self.ms)) == ["stalled on tasks"])
+        #expect(words(m.tick(now: 500 * Self.ms)) == ["answer w: queryTimeout", "cancel"])
+        #expect(words(m.tick(now: 600 * Self.ms)) == [])
+        #expect(words(m.tick(now: 750 * Self.ms)) == ["cancel"])  // sent again after two stall thresholds
+        #expect(words(m.tick(now: 1001 * Self.ms)) == ["close: queryTimeout", "resumed"])
+    }
+
+    @Test func aStalledConnectionReleasesItsReadsOnOtherResourcesButKeepsItsWrites() {
+        var m = machine()
+        warmUp(&m, Self.write, firstEcho: 100)
+        warmUp(&m, Self.otherRead, firstEcho: 102)
+        _ = m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("s", Self.otherRead, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("w2", Self.write, deadline: 1000 * Self.ms, now: 0)
+        #expect(words(m.tick(now: 101 * Self.ms)) == ["stalled on tasks", "answer s: stalled"])
+        // Progress again: resumed, and the released read's late results are dropped.
+        m.progress(now: 120 * Self.ms)
+        #expect(words(m.tick(now: 130 * Self.ms)) == ["resumed"])
+        #expect(command(&m, .rows("UPDATE 1")) == [])
+        #expect(command(&m, .echo(104)) == [])
+        #expect(words(m.syncReceived()) == ["answer w: UPDATE 1"])
+    }
+
+    @Test func theHeadOfAConnectionStalledBehindAnotherIsCancelled() {
+        var m = machine()
+        _ = m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        #expect(words(m.cancelStalledHead(now: 10 * Self.ms)) == ["answer w: stalled", "cancel"])
+        #expect(words(m.cancelStalledHead(now: 20 * Self.ms)) == [])
+    }
+}
