@@ -40,24 +40,27 @@ struct AppConfiguration: Sendable {
             throw ConfigurationError(variable: "DATABASE_URL", message: "is not a connection string libpq accepts: \(problem)")
         }
         databaseURL = url
-        host = try reader.string("HOST", default: "0.0.0.0")
-        port = try reader.int("PORT", default: 5555, range: 0...65535)
+        // The layers' own defaults, so that each is written once.
+        let server = ServerConfiguration(eventLoops: cpus, maxConnections: defaultConnections)
+        let pool = PoolConfiguration(conninfo: url)
+        host = try reader.string("HOST", default: server.host)
+        port = try reader.int("PORT", default: server.port, range: 0...65535)
         eventLoops = try reader.int("HTTP_EVENT_LOOPS", default: cpus, range: 1...256)
         poolSize = try reader.int("DB_POOL_SIZE", default: min(32, max(4, 4 * cpus)), range: 1...1000)
-        acquireTimeout = .milliseconds(try reader.int("DB_ACQUIRE_TIMEOUT_MS", default: 2000, range: 1...600_000))
-        maxWaiters = try reader.int("DB_MAX_WAITERS", default: PoolConfiguration.defaultMaxWaiters, range: 0...1_000_000)
-        pipelineDepth = try reader.int("DB_PIPELINE_DEPTH", default: 16, range: 1...1000)
-        connectTimeout = .milliseconds(try reader.int("DB_CONNECT_TIMEOUT_MS", default: 5000, range: 1...600_000))
+        acquireTimeout = .milliseconds(try reader.int("DB_ACQUIRE_TIMEOUT_MS", default: milliseconds(pool.acquireTimeout), range: 1...600_000))
+        maxWaiters = try reader.int("DB_MAX_WAITERS", default: pool.maxWaiters, range: 0...1_000_000)
+        pipelineDepth = try reader.int("DB_PIPELINE_DEPTH", default: pool.pipelineDepth, range: 1...1000)
+        connectTimeout = .milliseconds(try reader.int("DB_CONNECT_TIMEOUT_MS", default: milliseconds(pool.connectTimeout), range: 1...600_000))
         startupTimeout = .seconds(try reader.int("DB_STARTUP_TIMEOUT_S", default: 60, range: 0...3600))
-        maxBodyBytes = try reader.int("HTTP_MAX_BODY_BYTES", default: 1_048_576, range: 1...1_073_741_824)
-        maxHeaderBytes = try reader.int("HTTP_MAX_HEADER_BYTES", default: 16_384, range: 256...1_048_576)
-        httpTimeout = .seconds(try reader.int("HTTP_TIMEOUT_S", default: 30, range: 1...3600))
-        maxPendingInputBytes = try reader.int("HTTP_MAX_PENDING_INPUT_BYTES", default: 65_536, range: 1024...1_073_741_824)
-        readBufferBytes = try reader.int("HTTP_READ_BUFFER_BYTES", default: 65_536, range: 512...16_777_216)
-        maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: 262_144, range: 1024...1_073_741_824)
-        maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: defaultConnections, range: 1...1_000_000)
-        queryTimeout = .milliseconds(try reader.int("DB_QUERY_TIMEOUT_MS", default: 5000, range: 1...3_600_000))
-        stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: 1000, range: 10...600_000))
+        maxBodyBytes = try reader.int("HTTP_MAX_BODY_BYTES", default: server.maxBodyBytes, range: 1...1_073_741_824)
+        maxHeaderBytes = try reader.int("HTTP_MAX_HEADER_BYTES", default: server.maxHeaderBytes, range: 256...1_048_576)
+        httpTimeout = .seconds(try reader.int("HTTP_TIMEOUT_S", default: Int(server.timeout.components.seconds), range: 1...3600))
+        maxPendingInputBytes = try reader.int("HTTP_MAX_PENDING_INPUT_BYTES", default: server.maxPendingInputBytes, range: 1024...1_073_741_824)
+        readBufferBytes = try reader.int("HTTP_READ_BUFFER_BYTES", default: server.readBufferBytes, range: 512...16_777_216)
+        maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: server.maxPendingOutputBytes, range: 1024...1_073_741_824)
+        maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: server.maxConnections, range: 1...1_000_000)
+        queryTimeout = .milliseconds(try reader.int("DB_QUERY_TIMEOUT_MS", default: milliseconds(pool.queryTimeout), range: 1...3_600_000))
+        stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: milliseconds(pool.stallThreshold), range: 10...600_000))
         readyProbeTimeout = .milliseconds(try reader.int("READY_PROBE_TIMEOUT_MS", default: 1000, range: 1...600_000))
         guard queryTimeout < httpTimeout else {
             throw ConfigurationError(variable: "DB_QUERY_TIMEOUT_MS", message: "must be below HTTP_TIMEOUT_S, so a stuck query is answered 503 before the request times out")
@@ -66,6 +69,11 @@ struct AppConfiguration: Sendable {
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
     }
+}
+
+/// Whole milliseconds of a duration (for defaults read as milliseconds).
+private func milliseconds(_ duration: Duration) -> Int {
+    Int(duration.components.seconds) * 1000 + Int(duration.components.attoseconds / 1_000_000_000_000_000)
 }
 
 /// A variable with a value the server cannot use.

@@ -38,7 +38,7 @@ public enum TaskManagement {
         let application = try await Application.make(configuration, registry: registry, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [
-                .init(service: PoolService(pool: application.pool, gracePeriod: .seconds(2))),
+                .init(service: PoolService(pool: application.pool, gracePeriod: Application.poolGracePeriod)),
                 .init(service: HTTPService(server: application.server, readiness: application.readiness, gracePeriod: configuration.shutdownGrace)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -59,6 +59,11 @@ struct Application: Sendable {
     let pool: ConnectionPool
     let server: HTTPServer
     let readiness: Readiness
+
+    /// How long the pool lets queries in flight finish at shutdown, after the server drained.
+    static let poolGracePeriod = Duration.seconds(2)
+    /// How long start-up waits between attempts to create the schema while PostgreSQL is unreachable.
+    static let schemaRetryDelay = Duration.seconds(1)
 
     /// Opens the pool, creates missing tables (retrying until `startupTimeout` while PostgreSQL
     /// is unreachable), and builds the server without starting it.
@@ -102,7 +107,7 @@ struct Application: Sendable {
                 return
             } catch let error as PostgresError where error.isTransient && ContinuousClock.now < deadline {
                 logger.warning("database not ready, retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: .seconds(1))
+                try await Task.sleep(for: schemaRetryDelay)
             }
         }
     }

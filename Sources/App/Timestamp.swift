@@ -31,7 +31,7 @@ struct Timestamp: Sendable, Hashable, Comparable {
         }
         let (year, month, day) = civilFromDays(Int(days))
         // Written into a stack buffer and appended once: appending byte by byte checked the
-        // array's uniqueness and capacity 32 times per timestamp (8% of a list's server CPU).
+        // array's uniqueness and capacity 32 times per timestamp.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
             var count = 0
             func put(_ byte: UInt8) {

@@ -156,7 +156,12 @@ public actor ConnectionPool {
         while true {
             do {
                 defer { release(attempt, kind: kind) }
-                return try await attempt.query(statement, binds, timeout: timeout)
+                let result = await attempt.result(statement, binds, timeout: timeout)
+                // Checked in release builds too (a thread-local read): `make faults` found the
+                // actor's code running off the actor here when the await threw (see
+                // `PostgresConnection.result`), and this turns any return of that into a clean stop.
+                preconditionIsolated("a query resumed off the pool actor")
+                return try result.get()
             } catch let error as PostgresError where statement.isReadOnly && retries < Self.readRetries(after: error.kind) {
                 // A read that never ran (queued behind a blocked statement), or whose connection
                 // was poisoned, runs again elsewhere. Writes never run twice.

@@ -188,19 +188,32 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     /// Runs a prepared statement (prepared here on first use) with `binds`; resumes with its rows,
     /// or `.queryTimeout` after `timeout` (the connection's query timeout when nil).
     public func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = [], timeout: Duration? = nil) async throws -> PostgresRows {
-        let parameters = try binds.map { try $0.encoded() }
-        return try await enqueue(.prepared(statement, parameters), timeout: timeout)
+        try await result(statement, binds, timeout: timeout).get()
+    }
+
+    /// `query`, with its failure as a value rather than thrown. The pool awaits this one inside
+    /// its actor: awaiting the throwing `query` there, the actor's code after a failed query was
+    /// found running off the actor (a `preconditionIsolated` fired under the fault proxy),
+    /// racing with the actor's other work; a value-returning await resumed correctly.
+    func result(_ statement: PreparedStatement, _ binds: [PostgresValue], timeout: Duration?) async -> Result<PostgresRows, Error> {
+        let parameters: [[CChar]?]
+        do {
+            parameters = try binds.map { try $0.encoded() }
+        } catch {
+            return .failure(error)
+        }
+        return await enqueue(.prepared(statement, parameters), timeout: timeout)
     }
 
     /// Runs one SQL statement without parameters (BEGIN, COMMIT, DDL…).
     public func simpleQuery(_ sql: String) async throws -> PostgresRows {
         guard !sql.utf8.contains(0) else { throw PostgresError(.invalidValue, "SQL contains a NUL byte") }
-        return try await enqueue(.simple(sql), timeout: nil)
+        return try await enqueue(.simple(sql), timeout: nil).get()
     }
 
-    private func enqueue(_ command: PendingQuery.Command, timeout: Duration?) async throws -> PostgresRows {
+    private func enqueue(_ command: PendingQuery.Command, timeout: Duration?) async -> Result<PostgresRows, Error> {
         let deadline = monotonicNanoseconds() + nanoseconds(timeout ?? deadlines.queryTimeout)
-        return try await withCheckedThrowingContinuation { continuation in
+        return await withCheckedContinuation { continuation in
             // The query owns the continuation from here on: if a stopped loop drops it unanswered,
             // its deinit answers.
             let query = PendingQuery(command: command, continuation: continuation)
@@ -393,10 +406,10 @@ final class PendingQuery: @unchecked Sendable {  // made by the caller, then tou
         case prepared(PreparedStatement, [[CChar]?])
     }
     let command: Command
-    private let continuation: CheckedContinuation<PostgresRows, Error>
+    private let continuation: CheckedContinuation<Result<PostgresRows, Error>, Never>
     private var answered = false
 
-    init(command: Command, continuation: CheckedContinuation<PostgresRows, Error>) {
+    init(command: Command, continuation: CheckedContinuation<Result<PostgresRows, Error>, Never>) {
         self.command = command
         self.continuation = continuation
     }
@@ -404,7 +417,7 @@ final class PendingQuery: @unchecked Sendable {  // made by the caller, then tou
     deinit {
         guard !answered else { return }
         PostgresConnection.reclaimedQueries.add(1, ordering: .relaxed)
-        continuation.resume(throwing: PostgresError(.connectionLost, "the query was dropped unanswered"))
+        continuation.resume(returning: .failure(PostgresError(.connectionLost, "the query was dropped unanswered")))
     }
 
     /// The statement it executes (nil for simple SQL).
@@ -423,6 +436,6 @@ final class PendingQuery: @unchecked Sendable {  // made by the caller, then tou
     func answer(_ result: Result<PostgresRows, Error>) {
         guard !answered else { return }
         answered = true
-        continuation.resume(with: result)
+        continuation.resume(returning: result)
     }
 }

@@ -9,7 +9,7 @@ public struct PreparedStatement: Sendable, Hashable {
     /// with side effects.
     public let isReadOnly: Bool
     /// Results come in PostgreSQL's binary format: no text formatting of timestamps and numbers
-    /// on the server (a fifth of its CPU for a list of tasks). `PostgresRow` decodes both formats.
+    /// on the server. `PostgresRow` decodes both formats.
     public let binaryResults: Bool
     /// A read that returns at most one row (a lookup by key). Such reads from one loop turn join
     /// one pipeline batch on one connection: one packet and one PostgreSQL wake-up for all of

@@ -79,13 +79,16 @@ public final class HTTPServer: Sendable {
             var open = 0
             for loop in loops { open += await loop.closeIdleConnections() }
             if open == 0 { break }
-            try? await Task.sleep(for: .milliseconds(10))
+            try? await Task.sleep(for: Self.drainPollInterval)
         }
         for loop in loops { await loop.closeAllConnections() }
         if ownsGroup { await group.stop() }
         state.withLock { $0 = .stopped }
         context.logger.info("server stopped")
     }
+
+    /// How often a draining server looks for connections that became idle.
+    static let drainPollInterval = Duration.milliseconds(10)
 
     /// Requests read whole whose answer has not been written yet.
     public var requestsInFlight: Int { context.inFlight.load(ordering: .relaxed) }
