@@ -135,9 +135,10 @@ struct HTTPConnectionStateMachine {
         state == .closed ? [] : [close()]
     }
 
-    /// The deadline timer fired (ignored when the deadline moved since it was armed).
+    /// The deadline timer fired. (Arming the timer replaces its earlier arming, so a firing is
+    /// always for the current state; `now` is not compared with `deadline`, whose clock may run a
+    /// little ahead of the loop's.)
     mutating func deadlinePassed(now: Duration, midRequest: Bool, hasPendingOutput: Bool) -> [Action] {
-        guard now >= deadline else { return [] }
         switch state {
         case .reading where waitingForOutput || hasPendingOutput, .closingAfterWrite where hasPendingOutput:
             state = .closed
