@@ -60,6 +60,16 @@ struct PipelineStateMachineTests {
         _ = machine.syncReceived()
     }
 
+    /// A machine whose statement for `command` is prepared, with `query` sent (and its turn
+    /// over), its check echoing 102.
+    private func sent(_ query: String, _ command: Machine.Command) -> Machine {
+        var m = machine()
+        warmUp(&m, command, firstEcho: 100)
+        _ = m.enqueue(query, command, deadline: 1000 * Self.ms, now: 0)
+        _ = m.endOfTurn()
+        return m
+    }
+
     @Test func aWriteIsPreparedInASegmentOfItsOwnAndAnsweredAtItsSync() {
         var m = machine()
         let sent = words(m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0))
@@ -126,9 +136,7 @@ struct PipelineStateMachineTests {
         #expect(command(&early, .rows("stray")) == ["close: protocolViolation", "answer w: protocolViolation"])
 
         // A check that echoes another segment's number: the write is not confirmed.
-        var swapped = machine()
-        warmUp(&swapped, Self.write, firstEcho: 100)
-        _ = swapped.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        var swapped = sent("w", Self.write)
         _ = command(&swapped, .rows("UPDATE 1"))
         #expect(command(&swapped, .echo(7)) == ["close: protocolViolation", "answer w: protocolViolation"])
 
@@ -139,26 +147,18 @@ struct PipelineStateMachineTests {
         #expect(words(unchecked.syncReceived()) == ["close: protocolViolation", "answer w: protocolViolation"])
 
         // Two results for one statement.
-        var twice = machine()
-        warmUp(&twice, Self.read, firstEcho: 100)
-        _ = twice.enqueue("r", Self.read, deadline: 1000 * Self.ms, now: 0)
-        _ = twice.endOfTurn()
+        var twice = sent("r", Self.read)
         #expect(words(twice.received(.rows("one"))) == [])
         #expect(words(twice.received(.rows("two"))) == ["close: protocolViolation", "answer r: protocolViolation"])
 
         // A write that "succeeded" in a segment whose check was skipped.
-        var skipped = machine()
-        warmUp(&skipped, Self.write, firstEcho: 100)
-        _ = skipped.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        var skipped = sent("w", Self.write)
         _ = command(&skipped, .rows("UPDATE 1"))
         _ = command(&skipped, .skipped)
         #expect(words(skipped.syncReceived()) == ["close: protocolViolation", "answer w: protocolViolation"])
 
         // A statement prepared here gone from the server.
-        var gone = machine()
-        warmUp(&gone, Self.read, firstEcho: 100)
-        _ = gone.enqueue("r", Self.read, deadline: 1000 * Self.ms, now: 0)
-        _ = gone.endOfTurn()
+        var gone = sent("r", Self.read)
         #expect(command(&gone, .serverError(PostgresError(.server, "no such statement", sqlState: "26000")))
             == ["close: protocolViolation", "answer r: protocolViolation"])
     }
