@@ -23,12 +23,12 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
 
     /// The pool's id for this connection.
     public let id: Int
-    private let loop: EventLoop
+    let loop: EventLoop
     private let deadlines: Deadlines
     /// The thread `PQcancel` runs on (it connects to the server and waits).
     private let canceller: EventLoop
-    private var machine: Machine
-    private var connection: OpaquePointer?
+    var machine: Machine
+    var connection: OpaquePointer?
     private var reader: IOWatcher?
     /// Armed while libpq has output the socket did not take.
     private var writer: IOWatcher?
@@ -37,9 +37,9 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     /// Fires every half stall threshold while the connection is open.
     private var watchdogTimer: LoopTimer?
     /// Called on the loop thread when the connection becomes stalled or resumes.
-    private var onStall: (@Sendable (StallReport) -> Void)?
+    var onStall: (@Sendable (StallReport) -> Void)?
     /// Called once (on the loop thread) when the connection closes for any reason but `close()`.
-    private var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
+    var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
     private let broken = Atomic<Bool>(false)
     /// Mirrors `machine.hasOpenReadBatch` for the pool, which reads it from any thread.
     private let readBatchOpen = Atomic<Bool>(false)
@@ -52,7 +52,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     /// The watchdog runs every half stall threshold, but not more often than this.
     static let minWatchdogInterval = Duration.milliseconds(5)
 
-    private init(id: Int, loop: EventLoop, deadlines: Deadlines, canceller: EventLoop) {
+    init(id: Int, loop: EventLoop, deadlines: Deadlines, canceller: EventLoop) {
         self.id = id
         self.loop = loop
         self.deadlines = deadlines
@@ -67,112 +67,9 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     /// them costs no packet and no PostgreSQL wake-up of its own. A hint when read off the loop.
     var hasOpenReadBatch: Bool { readBatchOpen.load(ordering: .relaxed) }
 
-    // MARK: Connecting
-
-    /// Opens a connection to `conninfo` (a URL or `key=value` string, anything libpq accepts)
-    /// within `timeout`, then sets the session time zone to UTC. The connection is started on
-    /// `starter`, a thread that does nothing else (`PQconnectStartParams` resolves host names
-    /// synchronously, and a slow DNS answer must not stall a loop that serves requests), and
-    /// then driven on `loop`.
-    static func connect(
-        id: Int, conninfo: String, applicationName: String, timeout: Duration, loop: EventLoop, starter: EventLoop,
-        deadlines: Deadlines, canceller: EventLoop,
-        onStall: @escaping @Sendable (StallReport) -> Void,
-        onUnexpectedClose: @escaping @Sendable (PostgresError) -> Void
-    ) async throws -> PostgresConnection {
-        let connection = PostgresConnection(id: id, loop: loop, deadlines: deadlines, canceller: canceller)
-        let deadline = ContinuousClock.now + timeout
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            starter.execute {
-                let started = StartedConnection(startConnection(conninfo: conninfo, applicationName: applicationName))
-                loop.execute {
-                    connection.continueConnecting(started.pointer, deadline: deadline, timeout: timeout) { result in
-                        continuation.resume(with: result)
-                    }
-                }
-            }
-        }
-        do {
-            _ = try await connection.simpleQuery("SET TIME ZONE 'UTC'")
-            do {
-                _ = try await connection.simpleQuery("PREPARE \(checkStatement) (int8) AS SELECT $1")
-            } catch let error as PostgresError where error.sqlState == "42P05" {
-                // Already prepared in this session (a session pooler handed over a used one): a
-                // different definition would fail every check and poison the connection.
-            }
-        } catch {
-            // Its events are registered and refer to it: they go before it does.
-            connection.close()
-            throw error
-        }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            loop.execute {
-                guard connection.connection != nil else {
-                    continuation.resume(throwing: PostgresError(.connectionLost, "the connection closed while starting"))
-                    return
-                }
-                connection.machine.startCheckingSegments()
-                connection.onUnexpectedClose = onUnexpectedClose
-                connection.onStall = onStall
-                continuation.resume()
-            }
-        }
-        return connection
-    }
-
-    /// Takes over a connection started by `startConnection` and polls it to the end (on the loop).
-    private func continueConnecting(
-        _ started: OpaquePointer?, deadline: ContinuousClock.Instant, timeout: Duration,
-        completion: @escaping (Result<Void, Error>) -> Void
-    ) {
-        connection = started
-        guard let pg = connection, PQstatus(pg) != CONNECTION_BAD else {
-            let message = connection.map { errorMessage($0) } ?? "out of memory"
-            finishConnection()
-            completion(.failure(PostgresError(.connectFailed, message)))
-            return
-        }
-        PQsetnonblocking(pg, 1)
-        PQsetNoticeProcessor(pg, { _, _ in }, nil)
-        let state = ConnectAttempt(completion: completion)
-        loop.schedule(after: deadline - ContinuousClock.now) { [self] in
-            guard !state.done else { return }
-            state.done = true
-            finishConnection()
-            state.completion(.failure(PostgresError(.connectTimeout, "no connection within \(timeout)")))
-        }
-        pollConnect(PGRES_POLLING_WRITING, state)
-    }
-
-    /// Waits for the socket as `PQconnectPoll` asked, then polls again until OK or FAILED.
-    private func pollConnect(_ status: PostgresPollingStatusType, _ attempt: ConnectAttempt) {
-        guard !attempt.done, let pg = connection else { return }
-        switch status {
-        case PGRES_POLLING_OK:
-            attempt.done = true
-            guard PQenterPipelineMode(pg) == 1 else {
-                let message = errorMessage(pg)
-                finishConnection()
-                attempt.completion(.failure(PostgresError(.connectFailed, "cannot enter pipeline mode: \(message)")))
-                return
-            }
-            startWatching()
-            attempt.completion(.success(()))
-        case PGRES_POLLING_READING, PGRES_POLLING_WRITING:
-            loop.whenReady(PQsocket(pg), for: status == PGRES_POLLING_READING ? .read : .write) { [self] in
-                pollConnect(PQconnectPoll(pg), attempt)
-            }
-        default:
-            attempt.done = true
-            let message = errorMessage(pg)
-            finishConnection()
-            attempt.completion(.failure(PostgresError(.connectFailed, message)))
-        }
-    }
-
     /// Registers the persistent read watcher, the on-demand write watcher, the sync trigger and
     /// the watchdog for the ready connection.
-    private func startWatching() {
+    func startWatching() {
         guard let pg = connection else { return }
         let socket = PQsocket(pg)
         reader = IOWatcher(loop: loop, descriptor: socket, interest: .read) { [unowned self] in onReadable() }
@@ -373,7 +270,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
 
     // MARK: Closing
 
-    private func finishConnection() {
+    func finishConnection() {
         broken.store(true, ordering: .relaxed)
         reader?.cancel()
         writer?.cancel()
@@ -394,48 +291,5 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
             perform(machine.fail(PostgresError(.connectionLost, "the connection was closed")))
             finishConnection()  // also when the machine never started (a failed connect)
         }
-    }
-}
-
-/// A query waiting for its answer: what to send, and its caller. Its caller is answered exactly
-/// once: by `answer`, or by its deinit if it is ever dropped unanswered (counted in
-/// `PostgresConnection.reclaimedQueries`, which tests expect to stay zero).
-final class PendingQuery: @unchecked Sendable {  // made by the caller, then touched only on the connection's loop thread
-    enum Command {
-        case simple(String)
-        case prepared(PreparedStatement, [[CChar]?])
-    }
-    let command: Command
-    private let continuation: CheckedContinuation<Result<PostgresRows, Error>, Never>
-    private var answered = false
-
-    init(command: Command, continuation: CheckedContinuation<Result<PostgresRows, Error>, Never>) {
-        self.command = command
-        self.continuation = continuation
-    }
-
-    deinit {
-        guard !answered else { return }
-        PostgresConnection.reclaimedQueries.add(1, ordering: .relaxed)
-        continuation.resume(returning: .failure(PostgresError(.connectionLost, "the query was dropped unanswered")))
-    }
-
-    /// The statement it executes (nil for simple SQL).
-    var statement: PreparedStatement? {
-        if case .prepared(let statement, _) = command { return statement }
-        return nil
-    }
-
-    /// What the pipeline needs to know of it.
-    var machineCommand: PostgresConnection.Machine.Command {
-        guard let statement else { return .simple }
-        return .prepared(name: statement.name, readOnly: statement.isReadOnly, resource: statement.resource)
-    }
-
-    /// Resumes the caller, once.
-    func answer(_ result: Result<PostgresRows, Error>) {
-        guard !answered else { return }
-        answered = true
-        continuation.resume(returning: result)
     }
 }
