@@ -95,7 +95,7 @@ let package = Package(
         ),
         .testTarget(name: "ServerTests", dependencies: ["Server", "TestSupport"], swiftSettings: layerSettings),
         .testTarget(name: "DatabaseTests", dependencies: ["Database", "TestSupport"], swiftSettings: layerSettings),
-        .testTarget(name: "AppTests", dependencies: ["App", "Server", "Database", "TestSupport"], swiftSettings: layerSettings),
+        .testTarget(name: "AppTests", dependencies: ["App", "Server", "Database", "EventLoopCore", "TestSupport"], swiftSettings: layerSettings),
     ],
     swiftLanguageModes: [.v6]
 )

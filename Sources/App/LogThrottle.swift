@@ -1,10 +1,10 @@
-import Synchronization
+import EventLoopCore
 
 /// Lets one occurrence through per `interval` and counts the others, so that a failure hitting
 /// every request (tens of thousands a second) writes a log line a second, not one per request.
 final class LogThrottle: Sendable {
     private let interval: Duration
-    private let state = Mutex<(last: ContinuousClock.Instant?, suppressed: Int)>((nil, 0))
+    private let state = LockedValue<(last: ContinuousClock.Instant?, suppressed: Int)>((nil, 0))
 
     init(interval: Duration) {
         self.interval = interval

@@ -1,7 +1,7 @@
+import EventLoopCore
 import Logging
 import Metrics
 import Server
-import Synchronization
 
 /// One log line per request (method, route template, status, duration, request id) and the
 /// request metrics: a counter by route, method and status, and a duration histogram.
@@ -52,7 +52,7 @@ final class RequestMetrics: Sendable {
 
     /// Per route, method and status: the request counter and the duration timer (the timer is
     /// shared by every status of a route and method, as its labels have no status).
-    private let instruments = Mutex<[Key: (counter: Metrics.Counter, timer: Metrics.Timer)]>([:])
+    private let instruments = LockedValue<[Key: (counter: Metrics.Counter, timer: Metrics.Timer)]>([:])
 
     func record(route: String, method: String, status: Int, duration: Duration) {
         let key = Key(route: route, method: method, status: status)

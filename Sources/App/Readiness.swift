@@ -1,4 +1,5 @@
 import Database
+import EventLoopCore
 import Synchronization
 
 /// Whether this process should receive traffic: false from the moment shutdown begins, while
@@ -10,7 +11,7 @@ final class Readiness: Sendable {
     private let probeTimeout: Duration
     private let shuttingDown = Atomic<Bool>(false)
     /// The probe in flight, which every concurrent check awaits.
-    private let probe = Mutex<Task<Bool, Never>?>(nil)
+    private let probe = LockedValue<Task<Bool, Never>?>(nil)
 
     init(pool: ConnectionPool, probeTimeout: Duration) {
         self.pool = pool

@@ -98,7 +98,9 @@ struct PipelineStateMachine<Query, Rows> {
         case close(PostgresError)
     }
 
-    private struct Entry {
+    /// A query in flight. A class, so that the many small updates a query sees go to it in place
+    /// (a struct in a dictionary was copied whole, with its strings and rows, on each).
+    private final class Entry {
         let query: Query
         let command: Command
         let deadline: UInt64
@@ -114,6 +116,42 @@ struct PipelineStateMachine<Query, Rows> {
         var skipped = false
         var rows: Rows?
         var error: PostgresError?
+
+        init(query: Query, command: Command, deadline: UInt64) {
+            self.query = query
+            self.command = command
+            self.deadline = deadline
+        }
+    }
+
+    /// The queries in flight by id: a slab whose free slots are reused (no hashing per lookup).
+    private struct EntryTable {
+        private var slots: [Entry?] = []
+        private var free: [QueryID] = []
+
+        subscript(id: QueryID) -> Entry? { id < slots.count ? slots[id] : nil }
+
+        mutating func insert(_ entry: Entry) -> QueryID {
+            if let id = free.popLast() {
+                slots[id] = entry
+                return id
+            }
+            slots.append(entry)
+            return slots.count - 1
+        }
+
+        mutating func remove(_ id: QueryID) {
+            slots[id] = nil
+            free.append(id)
+        }
+
+        /// Every id in use, oldest slot first.
+        var ids: [QueryID] { slots.indices.filter { slots[$0] != nil } }
+
+        mutating func removeAll() {
+            slots.removeAll()
+            free.removeAll()
+        }
     }
 
     private enum WireItem {
@@ -149,8 +187,7 @@ struct PipelineStateMachine<Query, Rows> {
     private let queryTimeout: UInt64
     private let stallThreshold: UInt64
     private(set) var isOpen = true
-    private var entries: [QueryID: Entry] = [:]
-    private var nextID = 0
+    private var entries = EntryTable()
     /// What was sent and is not answered yet, in the order the answers will come.
     private var wire: Deque<WireItem> = []
     /// Executions of the current segment whose results are in; answered when its sync arrives.
@@ -209,9 +246,7 @@ struct PipelineStateMachine<Query, Rows> {
     mutating func enqueue(_ query: Query, _ command: Command, deadline: UInt64, now: UInt64) -> [Action] {
         guard isOpen else { return [.answer(query, .failure(PostgresError(.connectionLost, "the connection is closed")))] }
         if wire.isEmpty { lastProgress = now }
-        let id = nextID
-        nextID += 1
-        entries[id] = Entry(query: query, command: command, deadline: deadline)
+        let id = entries.insert(Entry(query: query, command: command, deadline: deadline))
         var actions: [Action] = []
         send(id, into: &actions)
         return actions
@@ -230,7 +265,7 @@ struct PipelineStateMachine<Query, Rows> {
     /// sync of its own), then its execution, then a sync: now, or for a read at the end of the
     /// loop's turn.
     private mutating func send(_ id: QueryID, into actions: inout [Action]) {
-        guard var entry = entries[id] else { return }
+        guard let entry = entries[id] else { return }
         switch entry.command {
         case .simple:
             syncPendingReads(into: &actions)
@@ -243,13 +278,11 @@ struct PipelineStateMachine<Query, Rows> {
                 sync(into: &actions)
                 preparesSent += 1
                 prepared[name] = preparesSent
-                entry = entries[id]!
                 entry.preparedHere = true
                 entry.prepareAnswered = false
                 entry.prepareError = nil
             }
             entry.preparation = prepared[name]
-            entries[id] = entry
             if readOnly {
                 put(.execute(id), .sendExecute(entry.query), into: &actions)
                 unsyncedReads += 1
@@ -519,26 +552,18 @@ struct PipelineStateMachine<Query, Rows> {
 
     /// Answers a query once; a later answer (results after a timeout) is dropped.
     private mutating func answer(_ id: QueryID, _ result: Result<Rows?, PostgresError>, into actions: inout [Action]) {
-        guard var entry = entries[id], !entry.answered else { return }
+        guard let entry = entries[id], !entry.answered else { return }
         entry.answered = true
         entry.rows = nil
         actions.append(.answer(entry.query, result))
-        if entry.references == 0 {
-            entries[id] = nil
-        } else {
-            entries[id] = entry
-        }
+        if entry.references == 0 { entries.remove(id) }
     }
 
     /// One reference to the query fewer; an answered query nothing refers to is forgotten.
     private mutating func release(_ id: QueryID) {
-        guard var entry = entries[id] else { return }
+        guard let entry = entries[id] else { return }
         entry.references -= 1
-        if entry.references <= 0 && entry.answered {
-            entries[id] = nil
-        } else {
-            entries[id] = entry
-        }
+        if entry.references <= 0 && entry.answered { entries.remove(id) }
     }
 
     /// The connection answered out of turn or out of shape: nothing it answered in this segment
@@ -562,7 +587,7 @@ struct PipelineStateMachine<Query, Rows> {
             answer(id, .failure(PostgresError(error.kind, cause?.message ?? error.message, sqlState: cause?.sqlState)), into: &actions)
         }
         // Queries not on the wire (none, unless a send failed half-way) are answered too.
-        for id in entries.keys.sorted() where entries[id]?.answered == false {
+        for id in entries.ids where entries[id]?.answered == false {
             answer(id, .failure(error), into: &actions)
         }
         wire.removeAll()

@@ -204,12 +204,18 @@ struct HTTPConnectionStateMachine {
         guard keepAlive else { return closeAfterWrite() }
         state = .reading
         // One window for writing this answer and reading the next request.
-        let armed = arm(.io, now: now)
+        var actions: [Action] = [arm(.io, now: now)]
         if outputOverBound {
             waitingForOutput = true
-            return [armed]
+            return actions
         }
-        return [armed] + resumeReading() + [.parse]
+        actions.reserveCapacity(3)
+        if readPaused && !peerClosedInput {
+            readPaused = false
+            actions.append(.resumeReading)
+        }
+        actions.append(.parse)
+        return actions
     }
 
     /// The server drains: true when the connection may be closed now (it is closed then).

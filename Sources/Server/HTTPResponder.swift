@@ -1,8 +1,12 @@
 /// How a responder answers a request: now (computed on the event loop, no task needed) or later
 /// (the server runs the closure in a task and writes what it returns).
 public enum HTTPAnswer: Sendable {
+    /// A handler run on the caller's executor (the connection's event loop), like every
+    /// nonisolated async function here: no executor hop to start it.
+    public typealias Handler = nonisolated(nonsending) @Sendable () async -> HTTPResponse
+
     case now(HTTPResponse)
-    case later(@Sendable () async -> HTTPResponse)
+    case later(Handler)
 }
 
 /// Anything that turns a request into a response: the one link from Server to the application.

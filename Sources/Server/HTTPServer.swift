@@ -18,7 +18,7 @@ public final class HTTPServer: Sendable {
     /// The server made `group` itself, so it stops it at shutdown.
     private let ownsGroup: Bool
     private let loops: [ServerLoop]
-    private let state = Mutex<State>(.idle)
+    private let state = LockedValue<State>(.idle)
 
     /// A server on `eventLoops` (shared with others, e.g. the database pool, and left running at
     /// shutdown), or on `configuration.eventLoops` loops of its own when nil.

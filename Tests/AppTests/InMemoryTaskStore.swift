@@ -1,4 +1,4 @@
-import Synchronization
+import EventLoopCore
 @testable import App
 
 /// A `TaskStore` in memory, for route tests that need no PostgreSQL. Sorting follows the same
@@ -18,7 +18,7 @@ final class InMemoryTaskStore: TaskStore {
         }
     }
 
-    private let state = Mutex(State())
+    private let state = LockedValue(State())
 
     func list(sortBy: TaskSortField?, descending: Bool) async throws -> [TaskItem] {
         let tasks = state.withLock { Array($0.tasks.values) }

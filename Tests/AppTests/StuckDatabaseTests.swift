@@ -1,5 +1,5 @@
+import EventLoopCore
 import Foundation
-import Synchronization
 import Testing
 import TestSupport
 @testable import App
@@ -10,13 +10,6 @@ import TestSupport
 /// acknowledged is lost, and the pool never opens more than its size.
 @Suite("A stuck database", .enabled(if: TestPostgres.isConfigured, TestPostgres.skipReason))
 struct StuckDatabaseTests {
-    /// A value shared by the test's tasks.
-    private final class Recorder<Value: Sendable>: Sendable {
-        private let value: Mutex<Value>
-        init(_ value: Value) { self.value = Mutex(value) }
-        func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
-    }
-
     private struct Outcome: Sendable {
         let path: String
         let status: Int
@@ -46,8 +39,8 @@ struct StuckDatabaseTests {
             try await Task.sleep(for: .milliseconds(300))
             let lockStarted = ContinuousClock.now
             let until = lockStarted + lockHeld + .seconds(1)
-            let outcomes = Recorder<[Outcome]>([])
-            let connectionsSeen = Recorder<Int>(0)
+            let outcomes = LockedValue<[Outcome]>([])
+            let connectionsSeen = LockedValue<Int>(0)
             let port = app.port
 
             try await withThrowingTaskGroup(of: Void.self) { group in
