@@ -98,8 +98,8 @@ public actor ConnectionPool {
                 defer { release(attempt, kind: kind) }
                 let result = await attempt.result(statement, binds, timeout: timeout)
                 // `make faults` found the actor's code running off the actor here when the
-                // await threw (see `PostgresConnection.result`). Checked in debug builds only:
-                // `preconditionIsolated` cost about 4% of a lookup's server CPU.
+                // await threw (see `PostgresConnection.result`). Checked in debug builds only: the
+                // release check showed in a lookup's server CPU (docs/PERFORMANCE.md, issue 14).
                 assertIsolated("a query resumed off the pool actor")
                 return try result.get()
             } catch let error as PostgresError where statement.isReadOnly && retries < Self.readRetries(after: error.kind) {

@@ -114,12 +114,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
             // The query owns the continuation from here on: if a stopped loop drops it unanswered,
             // its deinit answers.
             let query = PendingQuery(command: command, continuation: continuation)
-            // On the loop (the usual case) the query goes out now, without a closure to queue.
-            if loop.isInLoopThread {
-                start(query, deadline: deadline)
-            } else {
-                loop.execute { self.start(query, deadline: deadline) }
-            }
+            // On the loop (the usual case) the query goes out now.
+            loop.runOnLoop { self.start(query, deadline: deadline) }
         }
     }
 

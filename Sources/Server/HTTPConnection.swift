@@ -149,7 +149,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
                 if sendContinue && !machine.peerClosedInput {
                     ResponseSerializer.continueLine.withUnsafeBytes { send($0) }
                 }
-                if input.isEmpty && input.capacity > Self.idleInputCapacity {
+                if input.isEmpty && input.capacity > Self.idleBufferCapacity {
                     input = []  // an idle connection gives back what a large request made it hold
                 }
                 perform(machine.parseIncomplete())
@@ -258,9 +258,9 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
 }
 
 extension HTTPConnection {
-    /// Input capacity an idle connection may keep; a larger buffer (left by a large request)
-    /// is given back once the connection has nothing to parse.
-    static let idleInputCapacity = 4096
+    /// Input or output capacity an idle connection may keep; a larger buffer (left by a large
+    /// request or answer) is given back once it is empty.
+    static let idleBufferCapacity = 4096
 }
 
 /// Answer bytes the kernel has not taken yet, written from the front as the socket drains.
@@ -273,7 +273,7 @@ struct OutputBuffer {
 
     mutating func append(_ more: UnsafeRawBufferPointer) {
         if isEmpty {
-            bytes.removeAll(keepingCapacity: bytes.capacity <= HTTPConnection.idleInputCapacity)
+            bytes.removeAll(keepingCapacity: bytes.capacity <= HTTPConnection.idleBufferCapacity)
             start = 0
         }
         bytes.append(contentsOf: more)
@@ -288,7 +288,7 @@ struct OutputBuffer {
         if sent < 0 { return isTransientSocketError(errno) }
         start += sent
         if isEmpty {
-            bytes.removeAll(keepingCapacity: bytes.capacity <= HTTPConnection.idleInputCapacity)
+            bytes.removeAll(keepingCapacity: bytes.capacity <= HTTPConnection.idleBufferCapacity)
             start = 0
         }
         return true

@@ -209,11 +209,7 @@ struct HTTPConnectionStateMachine {
             waitingForOutput = true
             return actions
         }
-        actions.reserveCapacity(3)
-        if readPaused && !peerClosedInput {
-            readPaused = false
-            actions.append(.resumeReading)
-        }
+        actions += resumeReading()
         actions.append(.parse)
         return actions
     }

@@ -7,7 +7,7 @@ public enum TestPostgres {
     /// The test command's database URL; tests that need PostgreSQL fail clearly without it.
     public static var databaseURL: String {
         get throws {
-            guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty else {
+            guard let url = configuredURL else {
                 throw TestClientError("DATABASE_URL is not set: run the tests with `make test`")
             }
             return url
@@ -15,7 +15,10 @@ public enum TestPostgres {
     }
 
     /// Whether the test command gave a database; suites that need one are skipped without it.
-    public static let isConfigured = !(ProcessInfo.processInfo.environment["DATABASE_URL"] ?? "").isEmpty
+    public static var isConfigured: Bool { configuredURL != nil }
+
+    /// `DATABASE_URL`, unless unset or empty.
+    private static let configuredURL = ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
     /// Why database suites are skipped, as the test report shows it.
     public static let skipReason: Comment = "DATABASE_URL is not set: run the whole suite with `make test`, which starts PostgreSQL"
