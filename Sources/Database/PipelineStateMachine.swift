@@ -104,6 +104,8 @@ struct PipelineStateMachine<Query, Rows> {
         let query: Query
         let command: Command
         let deadline: UInt64
+        /// Unique for the connection's life (ids are reused).
+        let serial: UInt64
         var answered = false
         /// Wire items and segment membership that refer to it; forgotten when answered and zero.
         var references = 0
@@ -117,10 +119,11 @@ struct PipelineStateMachine<Query, Rows> {
         var rows: Rows?
         var error: PostgresError?
 
-        init(query: Query, command: Command, deadline: UInt64) {
+        init(query: Query, command: Command, deadline: UInt64, serial: UInt64) {
             self.query = query
             self.command = command
             self.deadline = deadline
+            self.serial = serial
         }
     }
 
@@ -208,7 +211,11 @@ struct PipelineStateMachine<Query, Rows> {
     private var lastProgress: UInt64 = 0
     private var isStalled = false
     /// The head query cancels were sent for, when the first and the last went.
-    private var cancelSent: (id: QueryID, first: UInt64, last: UInt64)?
+    /// (By serial: a query's id is reused once it is forgotten, and a cancel sent for one query
+    /// must not count as sent for the next query in its slot.)
+    private var cancelSent: (serial: UInt64, first: UInt64, last: UInt64)?
+    /// The serial the next query gets: unique for the connection's life.
+    private var nextSerial: UInt64 = 0
 
     init(deadlines: Deadlines, firstCheckValue: UInt64 = .random(in: .min ... .max)) {
         self.deadlines = deadlines
@@ -246,7 +253,8 @@ struct PipelineStateMachine<Query, Rows> {
     mutating func enqueue(_ query: Query, _ command: Command, deadline: UInt64, now: UInt64) -> [Action] {
         guard isOpen else { return [.answer(query, .failure(PostgresError(.connectionLost, "the connection is closed")))] }
         if wire.isEmpty { lastProgress = now }
-        let id = entries.insert(Entry(query: query, command: command, deadline: deadline))
+        let id = entries.insert(Entry(query: query, command: command, deadline: deadline, serial: nextSerial))
+        nextSerial += 1
         var actions: [Action] = []
         send(id, into: &actions)
         return actions
@@ -486,7 +494,7 @@ struct PipelineStateMachine<Query, Rows> {
             if stalled, let head { releaseReads(behind: head, into: &actions) }
         }
         guard let head, let entry = entries[head] else { return actions }
-        if let sent = cancelSent, sent.id == head {
+        if let sent = cancelSent, sent.serial == entry.serial {
             // A cancel that arrived between two statements cancels nothing: send it again every
             // few stall thresholds; a connection that ignores them all is closed.
             if now &- sent.first > Self.cancelGiveUpTimeouts * queryTimeout {
@@ -524,15 +532,16 @@ struct PipelineStateMachine<Query, Rows> {
         guard isOpen, let head = wire.lazy.compactMap(\.queryID).first, let entry = entries[head] else { return [] }
         var actions: [Action] = []
         answer(head, .failure(PostgresError(.stalled, "PostgreSQL is not answering statements on \(entry.command.resource)")), into: &actions)
-        if cancelSent?.id != head { actions += cancel(head, now: now) }
+        if cancelSent?.serial != entry.serial { actions += cancel(head, now: now) }
         return actions
     }
 
     /// Asks the server to cancel what it is running (the head statement, unless it finished in
     /// the meantime: then the next one, which fails with 57014 and is answered like a timeout).
     private mutating func cancel(_ head: QueryID, now: UInt64) -> [Action] {
-        let first = cancelSent.flatMap { $0.id == head ? $0.first : nil } ?? now
-        cancelSent = (head, first, now)
+        guard let serial = entries[head]?.serial else { return [] }
+        let first = cancelSent.flatMap { $0.serial == serial ? $0.first : nil } ?? now
+        cancelSent = (serial, first, now)
         return [.cancel]
     }
 

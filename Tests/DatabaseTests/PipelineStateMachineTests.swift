@@ -175,6 +175,24 @@ struct PipelineStateMachineTests {
         #expect(words(m.tick(now: 1001 * Self.ms)) == ["close: queryTimeout", "resumed"])
     }
 
+    @Test func aCancelSentForOneQueryDoesNotCountForTheNextInItsSlot() {
+        var m = machine()
+        warmUp(&m, Self.write, firstEcho: 100)
+        _ = m.enqueue("w1", Self.write, deadline: 500 * Self.ms, now: 0)
+        #expect(words(m.tick(now: 500 * Self.ms)).contains("cancel"))
+        // The cancel lands: w1 fails, its segment ends, and it is forgotten.
+        _ = command(&m, .serverError(PostgresError(.server, "canceling statement due to user request", sqlState: "57014")))
+        _ = command(&m, .skipped)
+        _ = m.syncReceived()
+        m.progress(now: 600 * Self.ms)
+        // The next query takes w1's slot; it gets its own full time, then its own cancel.
+        _ = m.enqueue("w2", Self.write, deadline: 1200 * Self.ms, now: 600 * Self.ms)
+        #expect(!words(m.tick(now: 1150 * Self.ms)).contains { $0.hasPrefix("close") || $0 == "cancel" })
+        let atDeadline = words(m.tick(now: 1200 * Self.ms))
+        #expect(atDeadline.contains("answer w2: queryTimeout") && atDeadline.contains("cancel"))
+        #expect(m.isOpen)
+    }
+
     @Test func aStalledConnectionReleasesItsReadsOnOtherResourcesButKeepsItsWrites() {
         var m = machine()
         warmUp(&m, Self.write, firstEcho: 100)
