@@ -414,7 +414,14 @@ struct PipelineStateMachine<Query, Rows> {
             return poison("a sync where \(describe(wire.first)) was expected")
         }
         wire.removeFirst()
-        return segmentEnded(checked: checked)
+        var actions = segmentEnded(checked: checked)
+        // Nothing left in flight: a stall is over now, not at the watchdog's next tick (until then
+        // the pool would keep the connection out of use).
+        if isOpen && isStalled && wire.isEmpty {
+            isStalled = false
+            actions.append(.reportStall(.resumed))
+        }
+        return actions
     }
 
     /// Answers the segment's statements if its check (when `checked`) came back right. In a

@@ -175,6 +175,17 @@ struct PipelineStateMachineTests {
         #expect(words(m.tick(now: 1001 * Self.ms)) == ["close: queryTimeout", "resumed"])
     }
 
+    @Test func aStallEndsWhenTheLastStatementInFlightIsAnswered() {
+        var m = machine()
+        warmUp(&m, Self.write, firstEcho: 100)
+        _ = m.enqueue("slow", Self.write, deadline: 5000 * Self.ms, now: 0)
+        #expect(words(m.tick(now: 150 * Self.ms)) == ["stalled on tasks"])
+        _ = command(&m, .rows("UPDATE 1"))
+        _ = command(&m, .echo(102))
+        #expect(words(m.syncReceived()) == ["answer slow: UPDATE 1", "resumed"])
+        #expect(words(m.tick(now: 300 * Self.ms)) == [])
+    }
+
     @Test func aCancelSentForOneQueryDoesNotCountForTheNextInItsSlot() {
         var m = machine()
         warmUp(&m, Self.write, firstEcho: 100)
