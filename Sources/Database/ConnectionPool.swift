@@ -93,10 +93,14 @@ public actor ConnectionPool {
         )
         var attempt = connection
         var retries = 0
+        // Retries run within what is left of the first attempt's timeout: a request's time in
+        // PostgreSQL is bounded by its query timeout however often its read is moved.
+        let deadline = monotonicNanoseconds() + nanoseconds(timeout ?? configuration.queryTimeout)
+        var attemptTimeout = timeout
         while true {
             do {
                 defer { release(attempt, kind: kind) }
-                let result = await attempt.result(statement, binds, timeout: timeout)
+                let result = await attempt.result(statement, binds, timeout: attemptTimeout)
                 // `make faults` found the actor's code running off the actor here when the
                 // await threw (see `PostgresConnection.result`). Checked in debug builds only: the
                 // release check showed in a lookup's server CPU (docs/PERFORMANCE.md, issue 14).
@@ -106,7 +110,14 @@ public actor ConnectionPool {
                 // A read that never ran (queued behind a blocked statement), or whose connection
                 // was poisoned, runs again elsewhere. Writes never run twice.
                 retries += 1
-                attempt = try await lease(kind, group: group, resource: statement.resource, avoiding: attempt.id)
+                let next = try await lease(kind, group: group, resource: statement.resource, avoiding: attempt.id)
+                let now = monotonicNanoseconds()
+                guard now < deadline else {
+                    release(next, kind: kind)
+                    throw error
+                }
+                attempt = next
+                attemptTimeout = .nanoseconds(Int64(deadline - now))
             }
         }
     }

@@ -391,8 +391,9 @@ struct PipelineStateMachine<Query, Rows> {
             if let error = entries[id]!.prepareError, case .prepared(let name, _, _) = entries[id]!.command {
                 if error.sqlState == "42P05" {
                     entries[id]!.prepareError = nil  // it exists already: as good as prepared
-                } else if prepared[name] == entries[id]!.preparation {
-                    prepared[name] = nil
+                } else {
+                    if prepared[name] == entries[id]!.preparation { prepared[name] = nil }
+                    failDependents(of: entries[id]!.preparation, with: error)
                 }
             }
             release(id)
@@ -404,6 +405,17 @@ struct PipelineStateMachine<Query, Rows> {
             release(id)
         case .check, .sync:
             break
+        }
+    }
+
+    /// Executions sent on the strength of a PREPARE that then failed find no statement (26000):
+    /// they carry its error, which is their answer, rather than a sign of a foreign session.
+    private mutating func failDependents(of preparation: Int?, with error: PostgresError) {
+        guard let preparation else { return }
+        for item in wire {
+            guard case .execute(let id) = item, let entry = entries[id], entry.preparation == preparation,
+                  entry.prepareError == nil else { continue }
+            entry.prepareError = error
         }
     }
 

@@ -115,6 +115,30 @@ struct PipelineStateMachineTests {
         #expect(words(m.syncReceived()) == ["answer b: B"])
     }
 
+    @Test func executionsThatReliedOnACancelledPrepareFailWithItAndDoNotPoisonTheConnection() {
+        // A PREPARE waits for a lock too (parsing opens the table) and is cancelled at its
+        // deadline: every execution sent on the strength of it then finds no statement (26000).
+        var m = machine()
+        #expect(words(m.enqueue("a", Self.read, deadline: 1000 * Self.ms, now: 0)) == ["prepare a", "check 100", "sync", "execute a", "schedule sync", "flush"])
+        #expect(words(m.endOfTurn()) == ["check 101", "sync", "flush"])
+        #expect(words(m.enqueue("b", Self.read, deadline: 1000 * Self.ms, now: 0)) == ["execute b", "schedule sync"])
+        #expect(words(m.endOfTurn()) == ["check 102", "sync", "flush"])
+        let cancelled = PostgresError(.server, "canceling statement due to user request", sqlState: "57014")
+        let missing = PostgresError(.server, "prepared statement \"find\" does not exist", sqlState: "26000")
+        #expect(command(&m, .serverError(cancelled)) == [])
+        #expect(command(&m, .skipped) == [])
+        #expect(words(m.syncReceived()) == [])
+        #expect(command(&m, .serverError(missing)) == [])
+        #expect(command(&m, .skipped) == [])
+        #expect(words(m.syncReceived()) == ["answer a: server"])
+        #expect(command(&m, .serverError(missing)) == [], "b relied on the same PREPARE: no poisoning")
+        #expect(command(&m, .skipped) == [])
+        #expect(words(m.syncReceived()) == ["answer b: server"])
+        #expect(m.isOpen)
+        // The statement is prepared again for the next query.
+        #expect(words(m.enqueue("c", Self.read, deadline: 1000 * Self.ms, now: 0)).first == "prepare c")
+    }
+
     @Test func writesInFlightOnALostConnectionFailAndAreNeverSentAgain() {
         var m = machine()
         warmUp(&m, Self.write, firstEcho: 100)
