@@ -1,6 +1,6 @@
 # The two commands: `make run` (server on :5555 with a private PostgreSQL under .data/) and
 # `make test` (the whole suite against a throwaway PostgreSQL). The checks below run in CI too.
-.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean fuzz hostile soak faults
+.PHONY: run test build db-stop image-check k8s-check delivery-check check bench clean fuzz hostile soak faults conformance
 
 run:
 	@scripts/run.sh
@@ -40,15 +40,20 @@ hostile:
 faults:
 	@scripts/faults.sh
 
+# Checkers nobody here wrote: openapi-spec-validator, schemathesis, the UI's calls in headless
+# Chromium, redbot and httplint, and the original Flask service's own tests.
+conformance:
+	@scripts/conformance.sh
+
 # The UI's calls for SOAK_SECONDS (default 600): RSS must stay flat, no 5xx.
 soak:
 	@scripts/soak.sh
 
-check: test hostile faults fuzz k8s-check delivery-check image-check
+check: test conformance hostile faults fuzz k8s-check delivery-check image-check
 
 # Side-by-side benchmark with the peer and the ceilings (../shared/bench).
 bench:
 	@scripts/bench.sh
 
 clean: db-stop
-	rm -rf .build .build-static .build-rootfs .data
+	rm -rf .build .build-static .build-rootfs .data .venv-conformance artifacts

@@ -59,6 +59,8 @@ struct Application: Sendable {
     let pool: ConnectionPool
     let server: HTTPServer
     let readiness: Readiness
+    /// What the router serves (method and template), for checking `openapi.yaml` against it.
+    let routeTable: [(method: HTTPMethod, template: String)]
 
     /// How long the pool lets queries in flight finish at shutdown, after the server drained.
     static let poolGracePeriod = Duration.seconds(2)
@@ -68,6 +70,7 @@ struct Application: Sendable {
     /// Opens the pool, creates missing tables (retrying until `startupTimeout` while PostgreSQL
     /// is unreachable), and builds the server without starting it.
     static func make(_ configuration: AppConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) async throws -> Application {
+        let openAPIJSON = try OpenAPIDocument.json()
         let eventLoops = EventLoopGroup(count: configuration.eventLoops, namePrefix: "loop")
         let pool = ConnectionPool(configuration: PoolConfiguration(
             conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
@@ -90,13 +93,15 @@ struct Application: Sendable {
         var router = Router(logger: logger, errorResponder: boundary.response)
         router.use(ObservabilityMiddleware(logger: logger, metrics: RequestMetrics()))
         router.use(CORSMiddleware(origins: configuration.corsOrigins))
+        router.use(CachePolicy())
         TaskRoutes(store: PostgresTaskStore(pool: pool)).register(on: &router)
         OperationsRoutes(
             readiness: readiness, registry: registry, pool: pool, retryAfterSeconds: serverConfiguration.retryAfterSeconds
         ).register(on: &router)
+        OpenAPIRoutes(json: openAPIJSON).register(on: &router)
 
         let server = HTTPServer(configuration: serverConfiguration, responder: router, logger: logger, eventLoops: eventLoops)
-        return Application(eventLoops: eventLoops, pool: pool, server: server, readiness: readiness)
+        return Application(eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, routeTable: router.routeTable)
     }
 
     private static func bootstrapSchema(_ pool: ConnectionPool, within timeout: Duration, logger: Logger) async throws {

@@ -34,7 +34,10 @@ struct TaskRoutes: Sendable {
 
     func createTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let newTask = try RequestValidation.newTask(try RequestValidation.jsonObject(request))
-        return Self.response(201, try await store.create(newTask))
+        let task = try await store.create(newTask)
+        var response = Self.response(201, task)
+        response.headers["Location"] = "/api/tasks/\(task.id)"
+        return response
     }
 
     func updateTask(_ request: HTTPRequest) async throws -> HTTPResponse {

@@ -116,7 +116,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             case .answerError(let status, let message):
                 var response = HTTPResponse.error(status, message)
                 if status == 503 { response.headers["Retry-After"] = String(context.configuration.retryAfterSeconds) }
-                send(ResponseSerializer.bytes(of: response, keepAlive: false, http10: false, omitBody: false, requestID: nil))
+                send(ResponseSerializer.bytes(of: response, keepAlive: false, http10: false, omitBody: false, requestID: nil, dateLine: owner.dateHeader.current()))
                 input = []
             case .lingerIfWritten:
                 if pendingOutput.isEmpty { perform(machine.outputDrained(now: now)) }
@@ -195,7 +195,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             keepAliveRequested: head.keepAlive, hasBufferedInput: !input.isEmpty, draining: context.isDraining
         ) else { return }
         send(ResponseSerializer.bytes(
-            of: response, keepAlive: keepAlive, http10: head.minorVersion == 0, omitBody: head.method == .head, requestID: requestID
+            of: response, keepAlive: keepAlive, http10: head.minorVersion == 0, omitBody: head.method == .head, requestID: requestID,
+            dateLine: owner.dateHeader.current()
         ))
         perform(machine.answerQueued(
             keepAlive: keepAlive, outputOverBound: pendingOutput.count > context.configuration.maxPendingOutputBytes, now: now

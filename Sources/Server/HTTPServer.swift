@@ -134,7 +134,7 @@ final class ServerContext: Sendable {
 // MARK: - One loop
 
 /// One event loop's listener and the connections it accepted.
-final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and the bytes of `readBuffer` are touched only on `loop`'s thread; `peers` is set before the loops start and only read after
+final class ServerLoop: @unchecked Sendable {  // `listener`, `connections`, `dateHeader` and the bytes of `readBuffer` are touched only on `loop`'s thread; `peers` is set before the loops start and only read after
     let loop: EventLoop
     let context: ServerContext
     /// Every loop of the server, this one included: accepted connections are spread over them
@@ -153,6 +153,8 @@ final class ServerLoop: @unchecked Sendable {  // `listener`, `connections` and 
     let lingerTimeout: LoopTimeout
     /// Where this loop's connections `recv` into before keeping the bytes.
     let readBuffer: UnsafeMutableRawBufferPointer
+    /// The `Date` line of this loop's answers.
+    let dateHeader = HTTPDateHeader()
 
     init(loop: EventLoop, context: ServerContext) {
         self.loop = loop

@@ -28,6 +28,14 @@ public struct JSONWriter: Sendable {
         needsComma = false
     }
 
+    /// Writes a key that is not a literal (from a document being converted, say), escaped as
+    /// a string is.
+    public mutating func key(escaping name: String) {
+        string(name)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
     public mutating func string(_ value: String) {
         var value = value
         value.withUTF8 { string(utf8Bytes: $0) }

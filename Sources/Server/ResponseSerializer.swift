@@ -1,8 +1,11 @@
 /// Writes a response's status line, headers and body as HTTP/1.1 bytes.
 enum ResponseSerializer {
     /// The bytes of `response`: a `Content-Length` (except where the status forbids a body), the
-    /// request id unless the response sets one, and the connection header the version needs.
-    static func bytes(of response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?) -> [UInt8] {
+    /// request id unless the response sets one, the connection header the version needs, and
+    /// `dateLine` (a whole `Date` header line, from `HTTPDateHeader`).
+    static func bytes(
+        of response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?, dateLine: [UInt8]
+    ) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(160 + response.body.count)
         out.append(contentsOf: "HTTP/1.1 ".utf8)
@@ -10,6 +13,7 @@ enum ResponseSerializer {
         out.append(UInt8(ascii: " "))
         out.append(contentsOf: reasonPhrase(response.status).utf8)
         out.append(contentsOf: crlf)
+        out.append(contentsOf: dateLine)
         for (name, value) in response.headers {
             appendHeader(name, value, to: &out)
         }

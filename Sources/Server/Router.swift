@@ -66,6 +66,12 @@ public struct Router: HTTPResponder {
         routes.append(Route(method: method, template: template, segments: segments, action: action))
     }
 
+    /// Every route's method and path template (`/api/tasks/:id`), in the order added; HEAD and
+    /// OPTIONS are served wherever GET or any route is. For checking a description against it.
+    public var routeTable: [(method: HTTPMethod, template: String)] {
+        routes.map { ($0.method, $0.template) }
+    }
+
     /// Adds middleware; the first added runs outermost. Middleware sees the matched route.
     public mutating func use(_ middleware: any HTTPMiddleware) {
         self.middleware.append(middleware)

@@ -20,9 +20,13 @@ struct TaskAPITests {
             #expect(isPythonISO(task["created_at"]) && isPythonISO(task["updated_at"]))
             let id = try #require(task["id"] as? Int)
 
+            #expect(created.header("Location") == "/api/tasks/\(id)")
+            #expect(created.header("Cache-Control") == nil)
+
             let fetched = try await app.get("/api/tasks/\(id)")
             #expect(fetched.status == 200)
             #expect(fetched.body == created.body)
+            #expect(fetched.header("Cache-Control") == "no-store")
 
             try await Task.sleep(for: .milliseconds(5))
             let updated = try await app.send("PUT", "/api/tasks/\(id)", json: #"{"status": "IN_PROGRESS", "description": null}"#)
@@ -261,7 +265,10 @@ struct TaskAPITests {
             #expect(preflight.header("Access-Control-Allow-Methods")?.contains("DELETE") == true)
             #expect(preflight.header("Access-Control-Allow-Headers") == "content-type")
 
-            #expect(try await app.get("/healthz").text == "{\"status\":\"ok\"}\n")
+            let health = try await app.get("/healthz")
+            #expect(health.text == "{\"status\":\"ok\"}\n")
+            #expect(health.header("Cache-Control") == "no-store" && head.header("Cache-Control") == "no-store")
+            #expect(try await app.get("/no/such/path").header("Cache-Control") == "no-store")
             #expect(try await app.get("/readyz").status == 200)
             let metrics = try await app.get("/metrics")
             #expect(metrics.status == 200)

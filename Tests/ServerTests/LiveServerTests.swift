@@ -52,7 +52,19 @@ struct LiveServerTests {
             #expect(response.text == "{\"status\":\"ok\"}\n")
             #expect(response.header("Content-Type") == "application/json")
             #expect(response.header("X-Request-ID") != nil)
+            let date = try #require(response.header("Date"))
+            let now = Int(Date().timeIntervalSince1970)
+            #expect([now - 1, now, now + 1].map { HTTPDateHeader.imfFixdate(secondsSince1970: $0) }.contains(date))
         }
+    }
+
+    @Test func theDateHeaderIsIMFFixdate() {
+        // RFC 9110 §5.6.7's own example, and a day and month of each length around a leap day.
+        #expect(HTTPDateHeader.imfFixdate(secondsSince1970: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDateHeader.imfFixdate(secondsSince1970: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDateHeader.imfFixdate(secondsSince1970: 1_709_251_199) == "Thu, 29 Feb 2024 23:59:59 GMT")
+        let line = String(decoding: HTTPDateHeader().current(), as: UTF8.self)
+        #expect(line.hasPrefix("Date: ") && line.hasSuffix(" GMT\r\n") && line.utf8.count == 37)
     }
 
     @Test func keepAliveServesManyRequestsOnOneConnection() async throws {
@@ -198,6 +210,7 @@ struct LiveServerTests {
             #expect(fits.body.count == 1000)
             let headers = try await httpRequest(port: port, "GET", "/healthz", headers: [("X-Big", String(repeating: "b", count: 2000))])
             #expect(headers.status == 431)
+            #expect(headers.header("Date") != nil, "answers refused before routing carry a Date too")
             try await offCooperativePool {
                 let bad = try RawConnection(port: port)
                 try bad.send("THIS IS NOT HTTP\r\n\r\n")
