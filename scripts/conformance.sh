@@ -4,7 +4,8 @@
 #   1. openapi-spec-validator on Sources/App/openapi.yaml and on what the server serves;
 #   2. the original Flask service's tests (Tests/Conformance/test_main.py), the UI's calls in
 #      headless Chromium (test_browser.py) and redbot/httplint (test_http_lint.py), with pytest;
-#   3. schemathesis, every check on, fixed seed and example count (Tests/Conformance/schemathesis.toml).
+#   3. schemathesis, every check on, fixed seed and example count (Tests/Conformance/schemathesis.toml),
+#      then again (fewer examples) as a client asking for problem details.
 # Installs chromium and chromium-driver from Debian and the pinned PyPI tools into
 # .venv-conformance (`--install-only` stops there). Screenshots and reports go to
 # artifacts/conformance/. Fails when any step fails; runs them all either way.
@@ -93,6 +94,9 @@ step "pytest (original tests, browser, HTTP linters)" env TASKM_BASE_URL="$base"
   "$venv/python" -m pytest -q -p no:cacheprovider --junitxml="$artifacts/pytest.xml" Tests/Conformance
 step "schemathesis" bash -c "cd Tests/Conformance && '$venv/schemathesis' run '$base/api/openapi.json' --checks all \
   --report junit --report-dir '$artifacts'"
+# Again as a client that asks for RFC 9457 problem details: every error in that shape, as described.
+step "schemathesis, problem details" bash -c "cd Tests/Conformance && '$venv/schemathesis' run '$base/api/openapi.json' \
+  --checks all --max-examples 10 -H 'Accept: application/problem+json' --report junit --report-dir '$artifacts/problem'"
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "conformance: the server died" >&2; failed+=("server alive")

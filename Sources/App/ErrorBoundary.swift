@@ -4,7 +4,8 @@ import Server
 
 /// The one boundary where errors become HTTP answers: API errors as they are, PostgreSQL being
 /// unreachable or saturated as 503 with `Retry-After`, bad data that slipped past validation as
-/// 400, and anything else as 500 with the details only in the log.
+/// 400, and anything else as 500 with the details only in the log; as problem details for the
+/// clients that ask for them.
 struct ErrorBoundary: Sendable {
     /// Seconds a client is told to wait before retrying a 503.
     let retryAfterSeconds: Int
@@ -18,12 +19,33 @@ struct ErrorBoundary: Sendable {
         self.unavailableWarnings = LogThrottle(interval: unavailableLogInterval)
     }
 
+    /// What an error is answered with, before it is written in either shape.
+    private struct Answer {
+        let status: Int
+        let message: String
+        var headers: [(String, String)] = []
+    }
+
+    /// The error's answer: `{"error": message}` as always, or RFC 9457 problem details with the
+    /// same `error` member when the request's `Accept` ranks `application/problem+json` above
+    /// `application/json`.
     func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse {
+        let answer = answer(for: error, to: request)
+        let problem = request.headers["Accept"].map {
+            AcceptHeader($0).prefers("application/problem+json", over: "application/json")
+        } ?? false
+        var response: HTTPResponse = problem ? .problem(answer.status, answer.message) : .error(answer.status, answer.message)
+        for (name, value) in answer.headers { response.headers[name] = value }
+        return response
+    }
+
+    private func answer(for error: any Error, to request: HTTPRequest) -> Answer {
         switch error {
         case let error as APIError:
-            return .error(error.status, error.message)
+            return Answer(status: error.status, message: error.message)
         case let error as HTTPError:
-            return error.response
+            let headers = error.response.headers.filter { $0.name.lowercased() != "content-type" }
+            return Answer(status: error.response.status, message: error.message, headers: headers.map { ($0.name, $0.value) })
         case let error as PostgresError:
             if error.isTransient {
                 if let suppressed = unavailableWarnings.admit() {
@@ -31,21 +53,19 @@ struct ErrorBoundary: Sendable {
                     metadata["suppressed"] = "\(suppressed)"
                     logger.warning("database unavailable", metadata: metadata)
                 }
-                var response = HTTPResponse.error(503, "Database unavailable, try again shortly")
-                response.headers["Retry-After"] = String(retryAfterSeconds)
-                return response
+                return Answer(status: 503, message: "Database unavailable, try again shortly", headers: [("Retry-After", String(retryAfterSeconds))])
             }
             if error.kind == .invalidValue || error.isDataError || error.isConstraintViolation {
                 logger.info("rejected by the database", metadata: metadata(request, error))
-                return .error(400, "Invalid value")
+                return Answer(status: 400, message: "Invalid value")
             }
             logger.error("database error", metadata: metadata(request, error))
-            return .error(500, "Internal server error")
+            return Answer(status: 500, message: "Internal server error")
         case is CancellationError:
-            return .error(503, "Request cancelled")
+            return Answer(status: 503, message: "Request cancelled", headers: [("Retry-After", String(retryAfterSeconds))])
         default:
             logger.error("unexpected error", metadata: metadata(request, error))
-            return .error(500, "Internal server error")
+            return Answer(status: 500, message: "Internal server error")
         }
     }
 

@@ -28,14 +28,40 @@ public struct HTTPResponse: Sendable {
         writer.newline()
         return .json(status, writer.bytes)
     }
+
+    /// The same error as RFC 9457 problem details (`application/problem+json`): `type`
+    /// `about:blank`, the status's reason phrase as `title`, the message as `detail`, and as
+    /// `error` too, so a client reading either shape finds it.
+    public static func problem(_ status: Int, _ message: String) -> HTTPResponse {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.key("detail")
+        writer.string(message)
+        writer.key("error")
+        writer.string(message)
+        writer.key("status")
+        writer.int(status)
+        writer.key("title")
+        writer.string(reasonPhrase(status))
+        writer.key("type")
+        writer.string("about:blank")
+        writer.endObject()
+        writer.newline()
+        return HTTPResponse(status: status, headers: problemHeaders, body: writer.bytes)
+    }
+
+    private static let problemHeaders = HTTPHeaders([("Content-Type", "application/problem+json")])
 }
 
 /// An error that already knows its HTTP answer; the router sends it as is.
 public struct HTTPError: Error, Sendable {
     public var response: HTTPResponse
+    /// What the body's `error` says.
+    public let message: String
     public init(_ status: Int, _ message: String, headers: [(String, String)] = []) {
         var response = HTTPResponse.error(status, message)
         for (name, value) in headers { response.headers[name] = value }
         self.response = response
+        self.message = message
     }
 }

@@ -17,9 +17,12 @@ struct TaskRoutesTests {
         return router
     }
 
-    private func send(_ router: Router, _ method: HTTPMethod, _ target: String, json: String? = nil) async -> (status: Int, body: String) {
+    private func send(
+        _ router: Router, _ method: HTTPMethod, _ target: String, json: String? = nil, accept: String? = nil
+    ) async -> (status: Int, body: String) {
         let parts = target.split(separator: "?", maxSplits: 1)
-        let headers = json == nil ? HTTPHeaders() : HTTPHeaders([("Content-Type", "application/json")])
+        var headers = json == nil ? HTTPHeaders() : HTTPHeaders([("Content-Type", "application/json")])
+        if let accept { headers["Accept"] = accept }
         let request = HTTPRequest(
             method: method, path: String(parts[0]), query: QueryParameters(parts.count > 1 ? parts[1] : ""),
             headers: headers, body: Array((json ?? "").utf8)
@@ -87,5 +90,20 @@ struct TaskRoutesTests {
         #expect(iso(-1) == "1969-12-31T23:59:59.999999+00:00")
         #expect(iso(-62_135_596_800_000_000) == "0001-01-01T00:00:00+00:00")
         #expect(iso(253_402_300_799_999_999) == "9999-12-31T23:59:59.999999+00:00")
+    }
+
+    @Test func errorsAreProblemDetailsOnlyForClientsThatPreferThem() async {
+        let router = makeRouter()
+        let plain = #"{"error":"Task not found"}"# + "\n"
+        #expect(await send(router, .get, "/api/tasks/7").body == plain)
+        #expect(await send(router, .get, "/api/tasks/7", accept: "application/json, text/plain, */*").body == plain, "axios's default")
+        #expect(await send(router, .get, "/api/tasks/7", accept: "*/*").body == plain)
+        let problem = await send(router, .get, "/api/tasks/7", accept: "application/problem+json")
+        #expect(problem.status == 404)
+        #expect(problem.body == #"{"detail":"Task not found","error":"Task not found","status":404,"title":"Not Found","type":"about:blank"}"# + "\n")
+        let invalid = await send(router, .post, "/api/tasks", json: #"{"title":""}"#, accept: "application/problem+json, application/json;q=0.9")
+        #expect(invalid.status == 400 && invalid.body.contains(#""detail":"title must not be empty""#))
+        let method = await send(router, HTTPMethod("PATCH"), "/api/tasks", accept: "application/problem+json")
+        #expect(method.status == 405 && method.body.contains(#""title":"Method Not Allowed""#))
     }
 }

@@ -106,6 +106,7 @@ ANSWERS = {
     "media type 415": ("POST", "/api/tasks", b"title=x", ("Content-Type: text/plain",)),
     "method 405": ("PATCH", "/api/tasks", b"", ()),
     "missing 404": ("DELETE", "/api/tasks/999999999", b"", ()),
+    "problem details 404": ("GET", "/api/tasks/999999999", b"", ("Accept: application/problem+json",)),
     "options 204": ("OPTIONS", "/api/tasks", b"", ()),
     "preflight 204": ("OPTIONS", "/api/tasks", b"", ("Origin: http://localhost:5173", "Access-Control-Request-Method: POST")),
     "header too large 431": ("GET", "/api/tasks", b"", ("X-Padding: " + "a" * 20000,)),

@@ -228,3 +228,28 @@ struct RouterTests {
         }
     }
 }
+
+@Suite("Accept header (pure)")
+struct AcceptHeaderTests {
+    @Test func qualityComesFromTheMostSpecificRange() {
+        let accept = AcceptHeader("application/problem+json;q=0.9, application/*;q=0.5, */*;q=0.1")
+        #expect(accept.quality(of: "application/problem+json") == 0.9)
+        #expect(accept.quality(of: "application/json") == 0.5)
+        #expect(accept.quality(of: "text/html") == 0.1)
+        #expect(AcceptHeader("text/html").quality(of: "application/json") == 0)
+        #expect(AcceptHeader(nil).quality(of: "application/json") == 1)
+    }
+
+    @Test func preferringNeedsAStrictlyHigherQuality() {
+        let problem = "application/problem+json", json = "application/json"
+        #expect(AcceptHeader("application/problem+json").prefers(problem, over: json))
+        #expect(AcceptHeader("application/problem+json, application/json;q=0.8").prefers(problem, over: json))
+        #expect(AcceptHeader("Application/Problem+JSON ; charset=utf-8").prefers(problem, over: json))
+        #expect(!AcceptHeader("application/json, application/problem+json").prefers(problem, over: json), "a tie keeps plain JSON")
+        #expect(!AcceptHeader("*/*").prefers(problem, over: json))
+        #expect(!AcceptHeader(nil).prefers(problem, over: json))
+        #expect(!AcceptHeader("application/problem+json;q=0").prefers(problem, over: json))
+        #expect(!AcceptHeader("application/problem+json;q=2, garbage").prefers(problem, over: json), "a malformed element is skipped")
+        #expect(!AcceptHeader("application/json;q=0.9, application/problem+json;q=0.5").prefers(problem, over: json))
+    }
+}
