@@ -31,9 +31,7 @@ struct ErrorBoundary: Sendable {
     /// `application/json`.
     func response(for error: any Error, to request: HTTPRequest) -> HTTPResponse {
         let answer = answer(for: error, to: request)
-        let problem = request.headers["Accept"].map {
-            AcceptHeader($0).prefers("application/problem+json", over: "application/json")
-        } ?? false
+        let problem = AcceptHeader(request.headers["Accept"]).prefers("application/problem+json", over: "application/json")
         var response: HTTPResponse = problem ? .problem(answer.status, answer.message) : .error(answer.status, answer.message)
         for (name, value) in answer.headers { response.headers[name] = value }
         return response
@@ -44,8 +42,7 @@ struct ErrorBoundary: Sendable {
         case let error as APIError:
             return Answer(status: error.status, message: error.message)
         case let error as HTTPError:
-            let headers = error.response.headers.filter { $0.name.lowercased() != "content-type" }
-            return Answer(status: error.response.status, message: error.message, headers: headers.map { ($0.name, $0.value) })
+            return Answer(status: error.status, message: error.message, headers: error.headers)
         case let error as PostgresError:
             if error.isTransient {
                 if let suppressed = unavailableWarnings.admit() {

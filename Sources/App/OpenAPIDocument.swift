@@ -24,8 +24,9 @@ enum OpenAPIDocument {
     }
 
     /// One YAML node as JSON: mappings as objects (keys as their text), sequences as arrays,
-    /// scalars by their resolved tag (null, bool, int; anything else, quoted text included, as a string). Floats, anchors and
-    /// aliases are refused: the document has none, and a wrong conversion must not be served.
+    /// scalars by their resolved tag (null, bool, int; anything else, quoted text included, as a
+    /// string). Floats and aliases are refused: the document has none, and a wrong conversion
+    /// must not be served.
     private static func write(_ node: Node, to json: inout JSONWriter) throws {
         switch node {
         case .mapping(let mapping):

@@ -19,17 +19,21 @@ public struct AcceptHeader: Sendable {
             guard let mediaRange = parts.first?.trimmingASCIISpaces() else { continue }
             let names = mediaRange.split(separator: "/", omittingEmptySubsequences: false)
             guard names.count == 2, !names[0].isEmpty, !names[1].isEmpty else { continue }
-            var quality = 1.0
-            for parameter in parts.dropFirst() {
-                let pair = parameter.split(separator: "=", maxSplits: 1)
-                guard pair.count == 2, pair[0].trimmingASCIISpaces().lowercased() == "q" else { continue }
-                guard let value = Double(pair[1].trimmingASCIISpaces()), (0...1).contains(value) else { quality = -1; break }
-                quality = value
-            }
-            guard quality >= 0 else { continue }
+            guard let quality = Self.quality(parts.dropFirst()) else { continue }
             ranges.append(Range(type: Substring(names[0].lowercased()), subtype: Substring(names[1].lowercased()), quality: quality))
         }
         self.ranges = ranges
+    }
+
+    /// The `q` among a range's parameters: 1 without one, nil when it is not a number in 0...1.
+    private static func quality(_ parameters: ArraySlice<Substring>) -> Double? {
+        for parameter in parameters {
+            let pair = parameter.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2, pair[0].trimmingASCIISpaces().lowercased() == "q" else { continue }
+            guard let value = Double(pair[1].trimmingASCIISpaces()), (0...1).contains(value) else { return nil }
+            return value
+        }
+        return 1
     }
 
     /// The quality the client gives `mediaType` (`type/subtype`, lower case): that of the most

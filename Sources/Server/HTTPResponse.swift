@@ -55,13 +55,22 @@ public struct HTTPResponse: Sendable {
 
 /// An error that already knows its HTTP answer; the router sends it as is.
 public struct HTTPError: Error, Sendable {
-    public var response: HTTPResponse
+    public let status: Int
     /// What the body's `error` says.
     public let message: String
+    /// Headers the answer carries besides its content type (`Allow`, say).
+    public let headers: [(String, String)]
+
     public init(_ status: Int, _ message: String, headers: [(String, String)] = []) {
+        self.status = status
+        self.message = message
+        self.headers = headers
+    }
+
+    /// The error as `{"error": message}` with its headers.
+    public var response: HTTPResponse {
         var response = HTTPResponse.error(status, message)
         for (name, value) in headers { response.headers[name] = value }
-        self.response = response
-        self.message = message
+        return response
     }
 }
