@@ -93,41 +93,40 @@ public actor ConnectionPool {
         )
         var attempt = connection
         var retries = 0
-        // Retries run within what is left of the first attempt's timeout: a request's time in
-        // PostgreSQL is bounded by its query timeout however often its read is moved.
-        let deadline = monotonicNanoseconds() + nanoseconds(timeout ?? configuration.queryTimeout)
-        var attemptTimeout = timeout
+        // Retries share the first attempt's deadline: a request's time in PostgreSQL is bounded
+        // by its query timeout however often its read is moved.
+        let deadline = connection.deadline(after: timeout)
         while true {
             do {
                 defer { release(attempt, kind: kind) }
-                let result = await attempt.result(statement, binds, timeout: attemptTimeout)
+                let result = await attempt.result(statement, binds, deadline: deadline)
                 // `make faults` found the actor's code running off the actor here when the
                 // await threw (see `PostgresConnection.result`). Checked in debug builds only: the
                 // release check showed in a lookup's server CPU (docs/PERFORMANCE.md, issue 14).
                 assertIsolated("a query resumed off the pool actor")
                 return try result.get()
-            } catch let error as PostgresError where statement.isReadOnly && retries < Self.readRetries(after: error.kind) {
+            } catch let error as PostgresError where statement.isReadOnly && retries < readRetries(after: error.kind) {
                 // A read that never ran (queued behind a blocked statement), or whose connection
                 // was poisoned, runs again elsewhere. Writes never run twice.
                 retries += 1
                 let next = try await lease(kind, group: group, resource: statement.resource, avoiding: attempt.id)
-                let now = monotonicNanoseconds()
-                guard now < deadline else {
+                guard monotonicNanoseconds() < deadline else {
                     release(next, kind: kind)
                     throw error
                 }
                 attempt = next
-                attemptTimeout = .nanoseconds(Int64(deadline - now))
             }
         }
     }
 
-    /// How often a read is run again on another connection after failing with `kind`: twice
-    /// when it was queued behind a blocked statement (so never ran), once when its connection
-    /// was poisoned.
-    static func readRetries(after kind: PostgresError.Kind) -> Int {
+    /// How often a read is run again on another connection after failing with `kind`: when it
+    /// was queued behind a blocked statement (so never ran), once per connection the pool may
+    /// open (while a table is locked, every connection can have a blocked statement at its head
+    /// before its stall is noticed; every try shares the read's one deadline); once when its
+    /// connection was poisoned.
+    private func readRetries(after kind: PostgresError.Kind) -> Int {
         switch kind {
-        case .stalled: 2
+        case .stalled: configuration.maxConnections
         case .protocolViolation: 1
         default: 0
         }

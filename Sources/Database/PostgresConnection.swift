@@ -85,31 +85,36 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     /// Runs a prepared statement (prepared here on first use) with `binds`; resumes with its rows,
     /// or `.queryTimeout` after `timeout` (the connection's query timeout when nil).
     public func query(_ statement: PreparedStatement, _ binds: [PostgresValue] = [], timeout: Duration? = nil) async throws -> PostgresRows {
-        try await result(statement, binds, timeout: timeout).get()
+        try await result(statement, binds, deadline: deadline(after: timeout)).get()
     }
 
     /// `query`, with its failure as a value rather than thrown. The pool awaits this one inside
     /// its actor: awaiting the throwing `query` there, the actor's code after a failed query was
     /// found running off the actor (a `preconditionIsolated` fired under the fault proxy),
     /// racing with the actor's other work; a value-returning await resumed correctly.
-    func result(_ statement: PreparedStatement, _ binds: [PostgresValue], timeout: Duration?) async -> Result<PostgresRows, Error> {
+    /// `deadline` is on `monotonicNanoseconds()`'s clock (see `deadline(after:)`).
+    func result(_ statement: PreparedStatement, _ binds: [PostgresValue], deadline: UInt64) async -> Result<PostgresRows, Error> {
         let parameters: [[CChar]?]
         do {
             parameters = try binds.map { try $0.encoded() }
         } catch {
             return .failure(error)
         }
-        return await enqueue(.prepared(statement, parameters), timeout: timeout)
+        return await enqueue(.prepared(statement, parameters), deadline: deadline)
     }
 
     /// Runs one SQL statement without parameters (BEGIN, COMMIT, DDL…).
     public func simpleQuery(_ sql: String) async throws -> PostgresRows {
         guard !sql.utf8.contains(0) else { throw PostgresError(.invalidValue, "SQL contains a NUL byte") }
-        return try await enqueue(.simple(sql), timeout: nil).get()
+        return try await enqueue(.simple(sql), deadline: deadline(after: nil)).get()
     }
 
-    private func enqueue(_ command: PendingQuery.Command, timeout: Duration?) async -> Result<PostgresRows, Error> {
-        let deadline = monotonicNanoseconds() + nanoseconds(timeout ?? deadlines.queryTimeout)
+    /// When a query started now must be answered: after `timeout`, or the connection's query timeout.
+    func deadline(after timeout: Duration?) -> UInt64 {
+        monotonicNanoseconds() + nanoseconds(timeout ?? deadlines.queryTimeout)
+    }
+
+    private func enqueue(_ command: PendingQuery.Command, deadline: UInt64) async -> Result<PostgresRows, Error> {
         return await withCheckedContinuation { continuation in
             // The query owns the continuation from here on: if a stopped loop drops it unanswered,
             // its deinit answers.
