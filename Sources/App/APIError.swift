@@ -7,4 +7,6 @@ struct APIError: Error, Equatable {
     static func badRequest(_ message: String) -> APIError { APIError(status: 400, message: message) }
     static let taskNotFound = APIError(status: 404, message: "Task not found")
     static let unsupportedMediaType = APIError(status: 415, message: "Content-Type must be application/json")
+    static let preconditionFailed = APIError(status: 412, message: "The resource has changed: its ETag no longer matches")
+    static let preconditionRequired = APIError(status: 428, message: "If-Match is required: send the ETag of the task you read")
 }

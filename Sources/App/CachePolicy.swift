@@ -1,13 +1,15 @@
 import Server
 
-/// `Cache-Control: no-store` on every GET and HEAD answer. The answers carry no validator, so a
-/// cache could only reuse one on its own guesswork (RFC 9111 §4.2.2 lets it, for 200 and 404
-/// alike) and hand out a task list or settings that have since changed.
+/// `Cache-Control` on every GET and HEAD answer: `no-cache` on those with an `ETag` (a cache may
+/// keep them but must revalidate each time, which a matching `If-None-Match` makes cheap), and
+/// `no-store` on the rest, which carry no validator (a cache could only reuse one on its own
+/// guesswork, RFC 9111 §4.2.2, and hand out a list or settings that have since changed).
 struct CachePolicy: HTTPMiddleware {
-    static let value = "no-store"
+    static let unvalidated = "no-store"
+    static let validated = "no-cache"
 
     func didHandle(_ request: HTTPRequest, response: inout HTTPResponse) {
         guard request.method == .get || request.method == .head, response.headers["Cache-Control"] == nil else { return }
-        response.headers["Cache-Control"] = Self.value
+        response.headers["Cache-Control"] = response.headers["ETag"] == nil ? Self.unvalidated : Self.validated
     }
 }

@@ -27,6 +27,9 @@ struct AppConfiguration: Sendable {
     var corsOrigins: [String]
     var logLevel: Logger.Level
     var shutdownGrace: Duration
+    var requireIfMatch: Bool
+    var idempotencyKeyLifetime: Duration
+    var idempotencyPurgeInterval: Duration
 
     static let defaultCORSOrigins = ["http://localhost:5173", "http://localhost:3000", "https://taskm.duckdns.org"]
 
@@ -68,6 +71,9 @@ struct AppConfiguration: Sendable {
         shutdownGrace = .seconds(try reader.int("SHUTDOWN_GRACE_S", default: 25, range: 0...3600))
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
+        requireIfMatch = try reader.bool("REQUIRE_IF_MATCH", default: false)
+        idempotencyKeyLifetime = .seconds(try reader.int("IDEMPOTENCY_KEY_TTL_S", default: 86_400, range: 1...2_592_000))
+        idempotencyPurgeInterval = .seconds(try reader.int("IDEMPOTENCY_PURGE_INTERVAL_S", default: 300, range: 1...86_400))
     }
 }
 
@@ -102,6 +108,15 @@ private struct EnvironmentReader {
             throw ConfigurationError(variable: name, message: "must be a whole number from \(range.lowerBound) to \(range.upperBound) (got \"\(text)\")")
         }
         return number
+    }
+
+    func bool(_ name: String, default value: Bool) throws -> Bool {
+        guard let text = environment[name] else { return value }
+        switch text.trimmingASCIISpaces().lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw ConfigurationError(variable: name, message: "must be true or false (got \"\(text)\")")
+        }
     }
 
     func origins(_ name: String, default value: [String]) throws -> [String] {

@@ -1,4 +1,5 @@
 import Database
+import Server
 
 /// Tasks and settings in PostgreSQL, with bound parameters only. Every statement works on both
 /// schema variants the original service left behind: `status` as `varchar` or as the enum
@@ -9,23 +10,59 @@ struct PostgresTaskStore: TaskStore {
 
     // MARK: Tasks
 
-    func list(sortBy: TaskSortField?, descending: Bool) async throws -> [TaskItem] {
-        try TaskColumns.decodeAll(try await pool.query(Statements.list(sortBy: sortBy, descending: descending)))
+    func list(sortBy: TaskSortField?, descending: Bool) async throws -> TaskList {
+        let rows = try await pool.query(Statements.list(sortBy: sortBy, descending: descending))
+        guard let first = rows.first else { throw PostgresError(.decoding, "the list returned no row") }
+        let revisionColumn = try rows.columnIndex("revision")
+        let revision = try first.isNull(revisionColumn) ? nil : Int64(try first.int(revisionColumn))
+        return TaskList(tasks: try TaskColumns.decodeAll(rows), revision: revision)
     }
 
-    func find(id: Int) async throws -> TaskItem? {
-        try TaskColumns.decodeFirst(try await pool.query(Statements.findTask, [.int(id)]))
+    func listRevision() async throws -> Int64? {
+        guard let row = try await pool.query(Statements.listRevision).first, try !row.isNull(0) else { return nil }
+        return Int64(try row.int(0))
     }
 
-    func create(_ task: NewTask) async throws -> TaskItem {
-        let rows = try await pool.query(
-            Statements.insertTask, [.text(task.title), .optionalText(task.description), .text(task.status.rawValue)]
-        )
-        guard let task = try TaskColumns.decodeFirst(rows) else { throw PostgresError(.decoding, "INSERT … RETURNING returned no row") }
+    func find(id: Int) async throws -> Tagged<TaskItem>? {
+        try TaskColumns.decodeFirstTagged(try await pool.query(Statements.findTask, [.int(id)]))
+    }
+
+    func create(_ task: NewTask) async throws -> Tagged<TaskItem> {
+        try await insert(task) { try await pool.query($0, $1) }
+    }
+
+    func create(
+        _ task: NewTask, idempotencyKey key: String, keptFor lifetime: Duration, render: @Sendable (Tagged<TaskItem>) -> [UInt8]
+    ) async throws -> IdempotentCreation {
+        let request: [PostgresValue] = [.text(key), .text(task.title), .optionalText(task.description), .text(task.status.rawValue)]
+        return try await pool.withTransaction { connection in
+            guard let locked = try await connection.query(Statements.lockIdempotencyKey, [.text(key)]).first, try locked.bool(0) else {
+                return .inProgress
+            }
+            if let recorded = try await connection.query(Statements.findIdempotencyKey, request).first {
+                guard try recorded.bool("same_request") else { return .keyReused }
+                return .replayed(RecordedAnswer(
+                    status: try recorded.int("status"), taskID: try recorded.int("task_id"),
+                    etag: EntityTag(try recorded.string("etag")), body: Array(try recorded.string("body").utf8)
+                ))
+            }
+            let created = try await insert(task) { try await connection.query($0, $1) }
+            let body = render(created)
+            _ = try await connection.query(Statements.insertIdempotencyKey, request + [
+                .int(201), .int(created.value.id), .text(created.etag.opaque), .text(String(decoding: body, as: UTF8.self)),
+                .int(Int(lifetime.components.seconds)),
+            ])
+            return .created(created, body: body)
+        }
+    }
+
+    private func insert(_ task: NewTask, using query: (PreparedStatement, [PostgresValue]) async throws -> PostgresRows) async throws -> Tagged<TaskItem> {
+        let rows = try await query(Statements.insertTask, [.text(task.title), .optionalText(task.description), .text(task.status.rawValue)])
+        guard let task = try TaskColumns.decodeFirstTagged(rows) else { throw PostgresError(.decoding, "INSERT … RETURNING returned no row") }
         return task
     }
 
-    func update(id: Int, _ update: TaskUpdate) async throws -> TaskItem? {
+    func update(id: Int, _ update: TaskUpdate, if precondition: WritePrecondition) async throws -> ConditionalWrite<Tagged<TaskItem>> {
         var binds: [PostgresValue] = [.int(id)]
         switch update.title {
         case .unchanged: binds += [.bool(false), .null]
@@ -39,33 +76,69 @@ struct PostgresTaskStore: TaskStore {
         case .unchanged: binds += [.bool(false), .null]
         case .set(let status): binds += [.bool(true), .text(status.rawValue)]
         }
-        return try TaskColumns.decodeFirst(try await pool.query(Statements.updateTask, binds))
+        guard !precondition.isNone else {
+            return try TaskColumns.decodeFirstTagged(try await pool.query(Statements.updateTask, binds)).map { .written($0) } ?? .notFound
+        }
+        guard let conditions = SQLPreconditions(precondition) else { return try await failedPrecondition(taskID: id) }
+        if let task = try TaskColumns.decodeFirstTagged(try await pool.query(Statements.updateTaskIfMatch, binds + conditions.binds)) {
+            return .written(task)
+        }
+        return try await failedPrecondition(taskID: id)
     }
 
-    func delete(id: Int) async throws -> Bool {
-        try await pool.query(Statements.deleteTask, [.int(id)]).affectedRows > 0
+    func delete(id: Int, if precondition: WritePrecondition) async throws -> ConditionalWrite<Void> {
+        guard !precondition.isNone else {
+            return try await pool.query(Statements.deleteTask, [.int(id)]).affectedRows > 0 ? .written(()) : .notFound
+        }
+        guard let conditions = SQLPreconditions(precondition) else { return try await failedPrecondition(taskID: id) }
+        if try await pool.query(Statements.deleteTaskIfMatch, [.int(id)] + conditions.binds).affectedRows > 0 { return .written(()) }
+        return try await failedPrecondition(taskID: id)
+    }
+
+    /// After a conditional write changed nothing: 404 when the task is gone (a precondition on a
+    /// missing resource is ignored, RFC 9110 §13.2.1), else the precondition failed.
+    private func failedPrecondition<Value>(taskID id: Int) async throws -> ConditionalWrite<Value> {
+        try await pool.query(Statements.taskExists, [.int(id)]).isEmpty ? .notFound : .preconditionFailed
     }
 
     // MARK: Settings
 
-    func settings() async throws -> SettingsItem {
+    func settings() async throws -> Tagged<SettingsItem> {
         if let settings = try SettingsColumns.decodeFirst(try await pool.query(Statements.selectSettings)) {
             return settings
         }
         return try await createSettingsIfMissing(darkMode: false)
     }
 
-    func updateSettings(darkMode: Bool) async throws -> SettingsItem {
-        if let settings = try SettingsColumns.decodeFirst(try await pool.query(Statements.updateSettings, [.bool(darkMode)])) {
-            return settings
+    func updateSettings(darkMode: Bool, if precondition: WritePrecondition) async throws -> ConditionalWrite<Tagged<SettingsItem>> {
+        let attempt: PostgresRows
+        if precondition.isNone {
+            attempt = try await pool.query(Statements.updateSettings, [.bool(darkMode)])
+        } else if let conditions = SQLPreconditions(precondition) {
+            attempt = try await pool.query(Statements.updateSettingsIfMatch, [.bool(darkMode)] + conditions.binds)
+        } else {
+            // `If-None-Match: *`: the settings always have a representation (GET creates it).
+            _ = try await settings()
+            return .preconditionFailed
         }
-        let created = try await createSettingsIfMissing(darkMode: darkMode)
-        guard created.darkMode != darkMode else { return created }
-        return try await updateSettings(darkMode: darkMode)
+        if let settings = try SettingsColumns.decodeFirst(attempt) { return .written(settings) }
+        if !precondition.isNone, try SettingsColumns.decodeFirst(try await pool.query(Statements.selectSettings)) != nil {
+            return .preconditionFailed
+        }
+        // No row yet. Unconditionally: create it with the value asked for. Conditionally: create
+        // it as GET would, and apply the write to it if its tag passes.
+        if precondition.isNone {
+            let created = try await createSettingsIfMissing(darkMode: darkMode)
+            if created.value.darkMode == darkMode { return .written(created) }
+        } else {
+            let created = try await createSettingsIfMissing(darkMode: false)
+            guard precondition.admits(created.etag) else { return .preconditionFailed }
+        }
+        return try await updateSettings(darkMode: darkMode, if: precondition)
     }
 
     /// Inserts the single row under an advisory lock, so that concurrent first requests make one.
-    private func createSettingsIfMissing(darkMode: Bool) async throws -> SettingsItem {
+    private func createSettingsIfMissing(darkMode: Bool) async throws -> Tagged<SettingsItem> {
         try await pool.withTransaction { connection in
             _ = try await connection.query(Statements.lockSettings)
             if let settings = try SettingsColumns.decodeFirst(try await connection.query(Statements.selectSettings)) {
@@ -76,6 +149,30 @@ struct PostgresTaskStore: TaskStore {
             }
             return settings
         }
+    }
+
+    // MARK: Idempotency keys
+
+    func purgeExpiredIdempotencyKeys(limit: Int) async throws -> Int {
+        try await pool.query(Statements.purgeIdempotencyKeys, [.int(limit)]).affectedRows
+    }
+}
+
+/// A write's preconditions as the parameters of the `…_if_match` statements: the tags `If-Match`
+/// lists that can match strongly (our tags are hex digests: weak ones and any with a comma can
+/// never match, so they are left out) and those `If-None-Match` lists, each NULL when absent or
+/// `*` on `If-Match` (the row's existence, which the statement needs anyway). Nil for
+/// `If-None-Match: *`, which no existing row passes.
+private struct SQLPreconditions {
+    let binds: [PostgresValue]
+
+    init?(_ precondition: WritePrecondition) {
+        if precondition.ifNoneMatch == .any { return nil }
+        func list(_ condition: EntityTagCondition?, strong: Bool) -> PostgresValue {
+            guard case .tags(let tags) = condition else { return .null }
+            return .text(tags.filter { !(strong && $0.isWeak) && !$0.opaque.contains(",") }.map(\.opaque).joined(separator: ","))
+        }
+        binds = [list(precondition.ifMatch, strong: true), list(precondition.ifNoneMatch, strong: false)]
     }
 }
 
@@ -92,18 +189,21 @@ private struct TaskColumns {
         updatedAt = try rows.columnIndex("updated_at")
     }
 
+    /// Every row that holds a task (the list's one row for an empty table holds none).
     static func decodeAll(_ rows: PostgresRows) throws -> [TaskItem] {
         guard !rows.isEmpty else { return [] }
         let columns = try TaskColumns(rows)
+        if rows.count == 1, try rows[0].isNull(columns.id) { return [] }
         var tasks: [TaskItem] = []
         tasks.reserveCapacity(rows.count)
         for index in 0..<rows.count { tasks.append(try columns.decode(rows[index])) }
         return tasks
     }
 
-    static func decodeFirst(_ rows: PostgresRows) throws -> TaskItem? {
+    /// The first row with its `etag` column.
+    static func decodeFirstTagged(_ rows: PostgresRows) throws -> Tagged<TaskItem>? {
         guard let row = rows.first else { return nil }
-        return try TaskColumns(rows).decode(row)
+        return Tagged(value: try TaskColumns(rows).decode(row), etag: EntityTag(try row.string(try rows.columnIndex("etag"))))
     }
 
     func decode(_ row: PostgresRow) throws -> TaskItem {
@@ -118,11 +218,12 @@ private struct TaskColumns {
 
 /// Where a result's settings columns are.
 private enum SettingsColumns {
-    static func decodeFirst(_ rows: PostgresRows) throws -> SettingsItem? {
+    static func decodeFirst(_ rows: PostgresRows) throws -> Tagged<SettingsItem>? {
         guard let row = rows.first else { return nil }
-        return SettingsItem(
+        let settings = SettingsItem(
             darkMode: try row.bool(try rows.columnIndex("dark_mode")),
             updatedAt: Timestamp(microsecondsSinceEpoch: try row.timestamp(try rows.columnIndex("updated_at")).microsecondsSinceEpoch)
         )
+        return Tagged(value: settings, etag: EntityTag(try row.string(try rows.columnIndex("etag"))))
     }
 }

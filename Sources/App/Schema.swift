@@ -2,6 +2,13 @@ import Database
 
 /// Creates the tables when missing, as the original's migrations define them; never alters or
 /// drops anything. Runs under an advisory lock so that pods starting together do not collide.
+///
+/// Besides the original's two tables it adds, once, what conditional requests and retries need:
+/// `task_management_revisions` (a counter every write to `tasks` bumps, from any client: a
+/// statement-level trigger, spread over `RevisionCounter.slots` rows so that concurrent writers
+/// do not queue on one row lock) and `task_management_idempotency_keys`. The trigger is the one
+/// thing attached to an original table; it changes no row of it and needs no privilege from the
+/// writer (it runs as its owner).
 enum Schema {
     static let bootstrapStatements = [
         "SELECT pg_advisory_xact_lock(\(AdvisoryLock.schema))",
@@ -24,9 +31,74 @@ enum Schema {
         """,
     ]
 
+    /// The revision counter's table, its rows, the trigger function and the trigger (created
+    /// only when missing, so a server without the right to replace them still starts).
+    static let revisionStatements = [
+        """
+        CREATE TABLE IF NOT EXISTS task_management_revisions (
+            resource text    NOT NULL,
+            slot     integer NOT NULL,
+            revision bigint  NOT NULL,
+            PRIMARY KEY (resource, slot)
+        )
+        """,
+        """
+        INSERT INTO task_management_revisions (resource, slot, revision)
+        SELECT 'tasks', slot, \(RevisionCounter.clockMicroseconds) FROM generate_series(0, \(RevisionCounter.slots - 1)) AS slot
+        ON CONFLICT DO NOTHING
+        """,
+        """
+        DO $do$
+        BEGIN
+            IF to_regprocedure('task_management_bump_revision()') IS NULL THEN
+                CREATE FUNCTION task_management_bump_revision() RETURNS trigger
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+                BEGIN
+                    UPDATE task_management_revisions
+                       SET revision = GREATEST(revision + 1, \(RevisionCounter.clockMicroseconds))
+                     WHERE resource = TG_TABLE_NAME AND slot = (txid_current() % \(RevisionCounter.slots))::integer;
+                    RETURN NULL;
+                END
+                $fn$;
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_revision') THEN
+                CREATE TRIGGER task_management_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
+                    FOR EACH STATEMENT EXECUTE PROCEDURE task_management_bump_revision();
+            END IF;
+        END
+        $do$
+        """,
+    ]
+
+    /// Answers to `POST /api/tasks` with an `Idempotency-Key`, kept until `expires_at`.
+    static let idempotencyStatements = [
+        """
+        CREATE TABLE IF NOT EXISTS task_management_idempotency_keys (
+            key         text        PRIMARY KEY,
+            fingerprint text        NOT NULL,
+            status      integer     NOT NULL,
+            task_id     integer     NOT NULL,
+            etag        text        NOT NULL,
+            body        text        NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            expires_at  timestamptz NOT NULL
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS task_management_idempotency_keys_expires_at ON task_management_idempotency_keys (expires_at)",
+    ]
+
     static func bootstrap(_ pool: ConnectionPool) async throws {
         try await pool.withTransaction { connection in
-            for statement in bootstrapStatements { _ = try await connection.simpleQuery(statement) }
+            for statement in bootstrapStatements + revisionStatements + idempotencyStatements { _ = try await connection.simpleQuery(statement) }
         }
     }
+}
+
+/// How the list's revision is kept: `slots` rows per resource, each bumped by the writes whose
+/// transaction id falls on it; the revision is their sum, which every committed write raises.
+/// A bump never goes below the clock in microseconds, so a table created afresh (a restored or
+/// recreated database) starts above any revision the old one handed out.
+enum RevisionCounter {
+    static let slots = 16
+    static let clockMicroseconds = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 }

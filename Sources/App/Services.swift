@@ -47,3 +47,40 @@ struct PoolService: Service {
         await pool.shutdown(gracePeriod: gracePeriod)
     }
 }
+
+/// Deletes expired idempotency keys every `interval`, in batches, so that no request waits on a
+/// large delete; replicas doing the same skip each other's rows. Stops at graceful shutdown.
+struct IdempotencyKeyPurger: Service {
+    let store: any TaskStore
+    let interval: Duration
+    let logger: Logger
+    /// Rows per statement, and statements per round (the rest waits for the next round).
+    static let batchSize = 1000
+    static let maxBatchesPerRound = 100
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                await purge()
+            }
+        }
+    }
+
+    /// One round; how many keys it deleted.
+    @discardableResult
+    func purge() async -> Int {
+        var total = 0
+        do {
+            for _ in 0..<Self.maxBatchesPerRound {
+                let deleted = try await store.purgeExpiredIdempotencyKeys(limit: Self.batchSize)
+                total += deleted
+                if deleted < Self.batchSize { break }
+            }
+        } catch {
+            logger.warning("could not purge expired idempotency keys", metadata: ["error": "\(error)"])
+        }
+        if total > 0 { logger.debug("purged expired idempotency keys", metadata: ["count": "\(total)"]) }
+        return total
+    }
+}

@@ -15,20 +15,54 @@ enum Statements {
         .init("id", .integer), .init("title", .text), .init("description", .text), .init("status", .text),
         .init("created_at", .timestamp), .init("updated_at", .timestamp),
     ]
-    static let settingsShape: [ResultShape.Column] = [.init("dark_mode", .boolean), .init("updated_at", .timestamp)]
+
+    /// A task's strong entity tag: a digest of every field its JSON shows, computed by PostgreSQL,
+    /// so that every replica derives the same tag and a conditional write can compare it in the
+    /// statement that writes. Timestamps go in as seconds since the epoch, which both schema
+    /// variants (`timestamp` holding UTC, `timestamptz`) give alike whatever the session's zone.
+    static let taskETag = "md5(ROW(title, description, status::text, extract(epoch FROM created_at), extract(epoch FROM updated_at))::text)"
+    /// One task with its tag (`TaggedColumns` reads `etag`).
+    static let taggedTaskColumns = "\(taskColumns), \(taskETag) AS etag"
+    static let taggedTaskShape = taskShape + [.init("etag", .text)]
+
+    static let settingsETag = "md5(ROW(dark_mode, extract(epoch FROM updated_at))::text)"
+    static let taggedSettingsColumns = "dark_mode, updated_at, \(settingsETag) AS etag"
+    static let settingsShape: [ResultShape.Column] = [.init("dark_mode", .boolean), .init("updated_at", .timestamp), .init("etag", .text)]
+
+    /// `$n` holds the comma-separated tags `If-Match` lists (NULL: no condition) and `$m` those
+    /// of `If-None-Match`: the row must carry one of the first and none of the second. Checked in
+    /// the UPDATE or DELETE itself, so no other writer can come between the check and the write.
+    static func preconditions(etag: String, ifMatch n: Int, ifNoneMatch m: Int) -> String {
+        "($\(n)::text IS NULL OR \(etag) = ANY(string_to_array($\(n)::text, ','))) AND ($\(m)::text IS NULL OR \(etag) <> ALL(string_to_array($\(m)::text, ',')))"
+    }
 
     static let findTask = PreparedStatement(
-        name: "find_task", sql: "SELECT \(taskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true, atMostOneRow: true,
-        resource: tasksTable, returns: .select(taskShape)
+        name: "find_task", sql: "SELECT \(taggedTaskColumns) FROM tasks WHERE id = $1", readOnly: true, binaryResults: true, atMostOneRow: true,
+        resource: tasksTable, returns: .select(taggedTaskShape)
+    )
+
+    /// Whether a task exists (to tell 404 from 412 after a conditional write changed nothing).
+    static let taskExists = PreparedStatement(
+        name: "task_exists", sql: "SELECT 1 AS found FROM tasks WHERE id = $1", readOnly: true, atMostOneRow: true,
+        resource: tasksTable, returns: .select([.init("found", .integer)])
+    )
+
+    /// The list's revision: the sum of the counter's rows, NULL when a row is missing (then no
+    /// tag is given rather than one that might not change).
+    static let tasksRevision = "SELECT CASE WHEN count(*) = \(RevisionCounter.slots) THEN sum(revision)::bigint END AS revision FROM task_management_revisions WHERE resource = 'tasks'"
+
+    static let listRevision = PreparedStatement(
+        name: "list_revision", sql: tasksRevision, readOnly: true, binaryResults: true, atMostOneRow: true,
+        resource: tasksTable, returns: .select([.init("revision", .integer)])
     )
 
     static let insertTask = PreparedStatement(
         name: "insert_task",
         sql: """
             INSERT INTO tasks (title, description, status, created_at, updated_at)
-            VALUES ($1, $2, $3, now(), now()) RETURNING \(taskColumns)
+            VALUES ($1, $2, $3, now(), now()) RETURNING \(taggedTaskColumns)
             """,
-        binaryResults: true, resource: tasksTable, returns: .rows("INSERT", taskShape)
+        binaryResults: true, resource: tasksTable, returns: .rows("INSERT", taggedTaskShape)
     )
 
     static let updateTask = PreparedStatement(
@@ -39,31 +73,59 @@ enum Statements {
                 description = CASE WHEN $4 THEN $5 ELSE description END,
                 status = CASE WHEN $6 THEN $7 ELSE status END,
                 updated_at = now()
-            WHERE id = $1 RETURNING \(taskColumns)
+            WHERE id = $1 RETURNING \(taggedTaskColumns)
             """,
-        binaryResults: true, atMostOneRow: true, resource: tasksTable, returns: .rows("UPDATE", taskShape)
+        binaryResults: true, atMostOneRow: true, resource: tasksTable, returns: .rows("UPDATE", taggedTaskShape)
+    )
+
+    /// `updateTask` when the row still carries a tag `$8` lists (or none `$9` lists).
+    static let updateTaskIfMatch = PreparedStatement(
+        name: "update_task_if_match",
+        sql: """
+            UPDATE tasks SET
+                title = CASE WHEN $2 THEN $3 ELSE title END,
+                description = CASE WHEN $4 THEN $5 ELSE description END,
+                status = CASE WHEN $6 THEN $7 ELSE status END,
+                updated_at = now()
+            WHERE id = $1 AND \(preconditions(etag: taskETag, ifMatch: 8, ifNoneMatch: 9)) RETURNING \(taggedTaskColumns)
+            """,
+        binaryResults: true, atMostOneRow: true, resource: tasksTable, returns: .rows("UPDATE", taggedTaskShape)
     )
 
     static let deleteTask = PreparedStatement(name: "delete_task", sql: "DELETE FROM tasks WHERE id = $1", resource: tasksTable, returns: .command("DELETE"))
 
+    static let deleteTaskIfMatch = PreparedStatement(
+        name: "delete_task_if_match",
+        sql: "DELETE FROM tasks WHERE id = $1 AND \(preconditions(etag: taskETag, ifMatch: 2, ifNoneMatch: 3))",
+        resource: tasksTable, returns: .command("DELETE")
+    )
+
     private static let lists: [String: PreparedStatement] = {
         var statements: [String: PreparedStatement] = [:]
         statements["id"] = PreparedStatement(
-            name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true,
-            resource: tasksTable, returns: .select(taskShape)
+            name: "list_tasks", sql: listSQL(orderBy: "id"), readOnly: true, binaryResults: true,
+            resource: tasksTable, returns: .select(listShape)
         )
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
                 statements["\(field.rawValue) \(direction)"] = PreparedStatement(
                     name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
-                    sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
-                    readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
+                    sql: listSQL(orderBy: "\(field.orderExpression) \(direction), id ASC"),
+                    readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(listShape)
                 )
             }
         }
         return statements
     }()
+
+    /// The list with the revision it was read at, in one statement (one snapshot): the first
+    /// column is the revision, and an empty table still gives one row, whose task columns are NULL.
+    private static func listSQL(orderBy: String) -> String {
+        "SELECT r.revision, \(taskColumns) FROM (\(tasksRevision)) AS r LEFT JOIN tasks ON true ORDER BY \(orderBy)"
+    }
+
+    private static let listShape = [ResultShape.Column("revision", .integer)] + taskShape
 
     static func list(sortBy: TaskSortField?, descending: Bool) -> PreparedStatement {
         guard let sortBy else { return lists["id"]! }
@@ -71,7 +133,7 @@ enum Statements {
     }
 
     static let selectSettings = PreparedStatement(
-        name: "select_settings", sql: "SELECT dark_mode, updated_at FROM settings ORDER BY id LIMIT 1", readOnly: true,
+        name: "select_settings", sql: "SELECT \(taggedSettingsColumns) FROM settings ORDER BY id LIMIT 1", readOnly: true,
         binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .select(settingsShape)
     )
 
@@ -79,14 +141,24 @@ enum Statements {
         name: "update_settings",
         sql: """
             UPDATE settings SET dark_mode = $1, updated_at = now()
-            WHERE id = (SELECT id FROM settings ORDER BY id LIMIT 1) RETURNING dark_mode, updated_at
+            WHERE id = (SELECT id FROM settings ORDER BY id LIMIT 1) RETURNING \(taggedSettingsColumns)
+            """,
+        binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .rows("UPDATE", settingsShape)
+    )
+
+    static let updateSettingsIfMatch = PreparedStatement(
+        name: "update_settings_if_match",
+        sql: """
+            UPDATE settings SET dark_mode = $1, updated_at = now()
+            WHERE id = (SELECT id FROM settings ORDER BY id LIMIT 1) AND \(preconditions(etag: settingsETag, ifMatch: 2, ifNoneMatch: 3))
+            RETURNING \(taggedSettingsColumns)
             """,
         binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .rows("UPDATE", settingsShape)
     )
 
     static let insertSettings = PreparedStatement(
         name: "insert_settings",
-        sql: "INSERT INTO settings (dark_mode, updated_at) VALUES ($1, now()) RETURNING dark_mode, updated_at",
+        sql: "INSERT INTO settings (dark_mode, updated_at) VALUES ($1, now()) RETURNING \(taggedSettingsColumns)",
         binaryResults: true, atMostOneRow: true, resource: settingsTable, returns: .rows("INSERT", settingsShape)
     )
 
@@ -102,10 +174,64 @@ enum Statements {
         returns: .select([.init("pg_advisory_xact_lock", .void)])
     )
 
+    // MARK: Idempotency keys
+
+    /// The canonical form of a create request, for telling a retry from another request.
+    private static let requestFingerprint = "md5(ROW($2::text, $3::text, $4::text)::text)"
+
+    /// Taken (without waiting) by the transaction that handles a key; a second request with the
+    /// same key that finds it taken is still in flight elsewhere. Keys share 2^32 lock numbers,
+    /// so two keys may rarely contend: the loser is told to retry, which is always safe.
+    static let lockIdempotencyKey = PreparedStatement(
+        name: "lock_idempotency_key", sql: "SELECT pg_try_advisory_xact_lock(\(AdvisoryLock.idempotencyKeys), hashtext($1)) AS locked",
+        atMostOneRow: true, returns: .select([.init("locked", .boolean)])
+    )
+
+    /// The answer stored for a key ($1) that has not expired, and whether it was for the same
+    /// request ($2–$4: title, description, status).
+    static let findIdempotencyKey = PreparedStatement(
+        name: "find_idempotency_key",
+        sql: """
+            SELECT fingerprint = \(requestFingerprint) AS same_request, status, task_id, etag, body
+            FROM task_management_idempotency_keys WHERE key = $1 AND expires_at > now()
+            """,
+        atMostOneRow: true, resource: idempotencyTable,
+        returns: .select([.init("same_request", .boolean), .init("status", .integer), .init("task_id", .integer), .init("etag", .text), .init("body", .text)])
+    )
+
+    /// Records a key's answer ($5 status, $6 task id, $7 tag, $8 body) for $9 seconds, replacing an
+    /// expired record of the same key.
+    static let insertIdempotencyKey = PreparedStatement(
+        name: "insert_idempotency_key",
+        sql: """
+            INSERT INTO task_management_idempotency_keys (key, fingerprint, status, task_id, etag, body, expires_at)
+            VALUES ($1, \(requestFingerprint), $5, $6, $7, $8, now() + make_interval(secs => $9::double precision))
+            ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status, task_id = EXCLUDED.task_id,
+                etag = EXCLUDED.etag, body = EXCLUDED.body, created_at = now(), expires_at = EXCLUDED.expires_at
+            """,
+        resource: idempotencyTable, returns: .command("INSERT")
+    )
+
+    /// Deletes up to $1 expired keys, skipping rows another replica is deleting.
+    static let purgeIdempotencyKeys = PreparedStatement(
+        name: "purge_idempotency_keys",
+        sql: """
+            DELETE FROM task_management_idempotency_keys WHERE key IN (
+                SELECT key FROM task_management_idempotency_keys WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
+            )
+            """,
+        resource: idempotencyTable, returns: .command("DELETE")
+    )
+
+    static let idempotencyTable = "task_management_idempotency_keys"
+
     /// Every statement above (the tests check that each declares its result's shape).
     static var all: [PreparedStatement] {
-        [findTask, insertTask, updateTask, deleteTask, selectSettings, updateSettings, insertSettings, readinessProbe, lockSettings]
-            + lists.values.sorted { $0.name < $1.name }
+        [
+            findTask, taskExists, listRevision, insertTask, updateTask, updateTaskIfMatch, deleteTask, deleteTaskIfMatch,
+            selectSettings, updateSettings, updateSettingsIfMatch, insertSettings, readinessProbe, lockSettings,
+            lockIdempotencyKey, findIdempotencyKey, insertIdempotencyKey, purgeIdempotencyKeys,
+        ] + lists.values.sorted { $0.name < $1.name }
     }
 }
 
@@ -117,4 +243,7 @@ enum AdvisoryLock {
     static let schema: Int64 = 7_245_837_000
     /// Held while the settings row is created, so that concurrent first requests make one.
     static let settings: Int64 = 7_245_837_001
+    /// The first key of the two-key locks on idempotency keys (a number space apart from the
+    /// one-key locks above).
+    static let idempotencyKeys: Int32 = 72_458_370
 }

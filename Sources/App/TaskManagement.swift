@@ -40,6 +40,7 @@ public enum TaskManagement {
             services: [
                 .init(service: PoolService(pool: application.pool, gracePeriod: Application.poolGracePeriod)),
                 .init(service: HTTPService(server: application.server, readiness: application.readiness, gracePeriod: configuration.shutdownGrace)),
+                .init(service: application.purger),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
@@ -59,6 +60,8 @@ struct Application: Sendable {
     let pool: ConnectionPool
     let server: HTTPServer
     let readiness: Readiness
+    /// Deletes expired idempotency keys in the background.
+    let purger: IdempotencyKeyPurger
     /// What the router serves (method and template), for checking `openapi.yaml` against it.
     let routeTable: [(method: HTTPMethod, template: String)]
 
@@ -92,16 +95,22 @@ struct Application: Sendable {
         let boundary = ErrorBoundary(retryAfterSeconds: serverConfiguration.retryAfterSeconds, logger: logger)
         var router = Router(logger: logger, errorResponder: boundary.response)
         router.use(ObservabilityMiddleware(logger: logger, metrics: RequestMetrics()))
-        router.use(CORSMiddleware(origins: configuration.corsOrigins))
+        router.use(CORSMiddleware(origins: configuration.corsOrigins, exposedHeaders: ["ETag", "Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"]))
         router.use(CachePolicy())
-        TaskRoutes(store: PostgresTaskStore(pool: pool)).register(on: &router)
+        let store = PostgresTaskStore(pool: pool)
+        TaskRoutes(
+            store: store, requireIfMatch: configuration.requireIfMatch, idempotencyKeyLifetime: configuration.idempotencyKeyLifetime
+        ).register(on: &router)
         OperationsRoutes(
             readiness: readiness, registry: registry, pool: pool, retryAfterSeconds: serverConfiguration.retryAfterSeconds
         ).register(on: &router)
         OpenAPIRoutes(json: openAPIJSON).register(on: &router)
 
         let server = HTTPServer(configuration: serverConfiguration, responder: router, logger: logger, eventLoops: eventLoops)
-        return Application(eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, routeTable: router.routeTable)
+        let purger = IdempotencyKeyPurger(store: store, interval: configuration.idempotencyPurgeInterval, logger: logger)
+        return Application(
+            eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, purger: purger, routeTable: router.routeTable
+        )
     }
 
     private static func bootstrapSchema(_ pool: ConnectionPool, within timeout: Duration, logger: Logger) async throws {

@@ -1,9 +1,18 @@
 import Server
 
 /// The task API's handlers: parse and validate, call the repository, write Flask-shaped JSON
-/// (sorted keys, ASCII-escaped, trailing newline).
+/// (sorted keys, ASCII-escaped, trailing newline). Reads carry an `ETag` and answer conditional
+/// requests (RFC 9110 §13); writes honour `If-Match`/`If-None-Match`; a create honours
+/// `Idempotency-Key`.
 struct TaskRoutes: Sendable {
     let store: any TaskStore
+    /// Whether task PUT and DELETE must carry `If-Match` (428 without it).
+    var requireIfMatch = false
+    /// How long an idempotency key and its answer are kept.
+    var idempotencyKeyLifetime: Duration = .seconds(86_400)
+
+    /// Seconds a client waits before retrying a key whose first request is still in flight.
+    static let keyInProgressRetryAfter = 1
 
     func register(on router: inout Router) {
         router.add(.get, "/api/tasks") { try await listTasks($0) }
@@ -11,67 +20,140 @@ struct TaskRoutes: Sendable {
         router.add(.get, "/api/tasks/:id") { try await getTask($0) }
         router.add(.put, "/api/tasks/:id") { try await updateTask($0) }
         router.add(.delete, "/api/tasks/:id") { try await deleteTask($0) }
-        router.add(.get, "/api/settings") { _ in try await getSettings() }
+        router.add(.get, "/api/settings") { try await getSettings($0) }
         router.add(.put, "/api/settings") { try await putSettings($0) }
     }
 
     func listTasks(_ request: HTTPRequest) async throws -> HTTPResponse {
         let sortBy = request.query["sort_by"].flatMap(TaskSortField.init(rawValue:))
-        let descending = request.query["sort_order"]?.lowercased() == "desc"
-        let tasks = try await store.list(sortBy: sortBy, descending: descending)
-        var json = JSONWriter(capacity: 64 + tasks.count * 220)
+        let descending = sortBy != nil && request.query["sort_order"]?.lowercased() == "desc"
+        // A conditional request reads only the revision first: a match costs no list.
+        if request.headers.contains("If-None-Match") || request.headers.contains("If-Match"),
+           let revision = try await store.listRevision(),
+           let answer = try Self.evaluateRead(request, current: Self.listTag(revision, sortBy, descending)) {
+            return answer
+        }
+        let list = try await store.list(sortBy: sortBy, descending: descending)
+        var json = JSONWriter(capacity: 64 + list.tasks.count * 220)
         json.beginArray()
-        for task in tasks { task.write(to: &json) }
+        for task in list.tasks { task.write(to: &json) }
         json.endArray()
         json.newline()
-        return .json(200, json.bytes)
+        var response = HTTPResponse.json(200, json.bytes)
+        if let revision = list.revision { response.headers["ETag"] = Self.listTag(revision, sortBy, descending).headerValue }
+        return response
+    }
+
+    /// The list's weak tag: its revision and the order it is sorted in.
+    static func listTag(_ revision: Int64, _ sortBy: TaskSortField?, _ descending: Bool) -> EntityTag {
+        EntityTag("\(revision)." + (sortBy.map { "\($0.rawValue).\(descending ? "desc" : "asc")" } ?? "id"), weak: true)
     }
 
     func getTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         guard let task = try await store.find(id: try taskID(request)) else { throw APIError.taskNotFound }
-        return Self.response(200, task)
+        return try Self.evaluateRead(request, current: task.etag) ?? Self.response(200, task)
     }
 
     func createTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let newTask = try RequestValidation.newTask(try RequestValidation.jsonObject(request))
-        let task = try await store.create(newTask)
-        var response = Self.response(201, task)
-        response.headers["Location"] = "/api/tasks/\(task.id)"
-        return response
+        guard let key = try IdempotencyKey.parse(request.headers) else {
+            return Self.created(try await store.create(newTask))
+        }
+        switch try await store.create(newTask, idempotencyKey: key, keptFor: idempotencyKeyLifetime, render: { Self.body($0.value) }) {
+        case .created(let task, let body):
+            return Self.created(task, body: body)
+        case .replayed(let answer):
+            var response = HTTPResponse.json(answer.status, answer.body)
+            response.headers["Location"] = "/api/tasks/\(answer.taskID)"
+            response.headers["ETag"] = answer.etag.headerValue
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        case .inProgress:
+            throw HTTPError(409, "A request with this Idempotency-Key is still being processed", headers: [("Retry-After", String(Self.keyInProgressRetryAfter))])
+        case .keyReused:
+            throw APIError(status: 422, message: "This Idempotency-Key was already used for a different request")
+        }
     }
 
     func updateTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let id = try taskID(request)
         let update = try RequestValidation.taskUpdate(try RequestValidation.jsonObject(request))
-        guard let task = try await store.update(id: id, update) else { throw APIError.taskNotFound }
-        return Self.response(200, task)
+        switch try await store.update(id: id, update, if: try writePrecondition(request, required: requireIfMatch)) {
+        case .written(let task): return Self.response(200, task)
+        case .notFound: throw APIError.taskNotFound
+        case .preconditionFailed: throw APIError.preconditionFailed
+        }
     }
 
     func deleteTask(_ request: HTTPRequest) async throws -> HTTPResponse {
-        guard try await store.delete(id: try taskID(request)) else { throw APIError.taskNotFound }
-        return HTTPResponse(status: 204)
+        let id = try taskID(request)
+        switch try await store.delete(id: id, if: try writePrecondition(request, required: requireIfMatch)) {
+        case .written: return HTTPResponse(status: 204)
+        case .notFound: throw APIError.taskNotFound
+        case .preconditionFailed: throw APIError.preconditionFailed
+        }
     }
 
-    func getSettings() async throws -> HTTPResponse {
-        Self.response(200, try await store.settings())
+    func getSettings(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let settings = try await store.settings()
+        return try Self.evaluateRead(request, current: settings.etag) ?? Self.response(200, settings)
     }
 
     func putSettings(_ request: HTTPRequest) async throws -> HTTPResponse {
         let darkMode = try RequestValidation.darkMode(try RequestValidation.jsonObject(request))
-        return Self.response(200, try await store.updateSettings(darkMode: darkMode))
+        switch try await store.updateSettings(darkMode: darkMode, if: try writePrecondition(request, required: false)) {
+        case .written(let settings): return Self.response(200, settings)
+        case .notFound, .preconditionFailed: throw APIError.preconditionFailed
+        }
     }
 
-    private static func response(_ status: Int, _ task: TaskItem) -> HTTPResponse {
+    /// A write's `If-Match`/`If-None-Match`; 428 when `If-Match` is required and absent.
+    private func writePrecondition(_ request: HTTPRequest, required: Bool) throws -> WritePrecondition {
+        let precondition = WritePrecondition(
+            ifMatch: EntityTagCondition(request.headers, "If-Match"), ifNoneMatch: EntityTagCondition(request.headers, "If-None-Match")
+        )
+        if required, precondition.ifMatch == nil { throw APIError.preconditionRequired }
+        return precondition
+    }
+
+    /// A read's preconditions against the current tag (RFC 9110 §13.2.2): 412 when `If-Match`
+    /// fails, 304 when `If-None-Match` matches, nil to answer in full.
+    static func evaluateRead(_ request: HTTPRequest, current: EntityTag) throws -> HTTPResponse? {
+        if let ifMatch = EntityTagCondition(request.headers, "If-Match"), !ifMatch.matches(current, weakly: false) {
+            throw APIError.preconditionFailed
+        }
+        if let ifNoneMatch = EntityTagCondition(request.headers, "If-None-Match"), ifNoneMatch.matches(current, weakly: true) {
+            return .notModified(current, cacheControl: CachePolicy.validated)
+        }
+        return nil
+    }
+
+    private static func created(_ task: Tagged<TaskItem>, body: [UInt8]? = nil) -> HTTPResponse {
+        var response = HTTPResponse.json(201, body ?? Self.body(task.value))
+        response.headers["Location"] = "/api/tasks/\(task.value.id)"
+        response.headers["ETag"] = task.etag.headerValue
+        return response
+    }
+
+    private static func response(_ status: Int, _ task: Tagged<TaskItem>) -> HTTPResponse {
+        var response = HTTPResponse.json(status, body(task.value))
+        response.headers["ETag"] = task.etag.headerValue
+        return response
+    }
+
+    static func body(_ task: TaskItem) -> [UInt8] {
         var json = JSONWriter(capacity: 256)
         task.write(to: &json)
         json.newline()
-        return .json(status, json.bytes)
+        return json.bytes
     }
 
-    private static func response(_ status: Int, _ settings: SettingsItem) -> HTTPResponse {
+    private static func response(_ status: Int, _ settings: Tagged<SettingsItem>) -> HTTPResponse {
         var json = JSONWriter(capacity: 96)
-        settings.write(to: &json)
+        settings.value.write(to: &json)
         json.newline()
-        return .json(status, json.bytes)
+        var response = HTTPResponse.json(status, json.bytes)
+        response.headers["ETag"] = settings.etag.headerValue
+        return response
     }
 }

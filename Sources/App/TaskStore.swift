@@ -1,17 +1,84 @@
+import Server
+
 /// Where tasks and the settings row live: PostgreSQL in the server (`PostgresTaskStore`), an
 /// in-memory store in route tests. Errors are the store's own (`PostgresError`); the error
-/// boundary turns them into answers.
+/// boundary turns them into answers. Single tasks and the settings come with their entity tag;
+/// the list with the revision it was read at. Writes take the request's preconditions and check
+/// them in the same step as the write.
 protocol TaskStore: Sendable {
-    func list(sortBy: TaskSortField?, descending: Bool) async throws -> [TaskItem]
-    func find(id: Int) async throws -> TaskItem?
-    func create(_ task: NewTask) async throws -> TaskItem
-    /// Applies the fields that are set; nil when no task has this id.
-    func update(id: Int, _ update: TaskUpdate) async throws -> TaskItem?
-    /// True when a task was deleted.
-    func delete(id: Int) async throws -> Bool
+    func list(sortBy: TaskSortField?, descending: Bool) async throws -> TaskList
+    /// The list's current revision (nil when it cannot be told), without reading the list.
+    func listRevision() async throws -> Int64?
+    func find(id: Int) async throws -> Tagged<TaskItem>?
+    func create(_ task: NewTask) async throws -> Tagged<TaskItem>
+    /// Creates the task and records `key` with the answer `render` makes of it, in one
+    /// transaction; or finds the answer already recorded for the key.
+    func create(_ task: NewTask, idempotencyKey key: String, keptFor lifetime: Duration, render: @Sendable (Tagged<TaskItem>) -> [UInt8]) async throws -> IdempotentCreation
+    /// Applies the fields that are set.
+    func update(id: Int, _ update: TaskUpdate, if precondition: WritePrecondition) async throws -> ConditionalWrite<Tagged<TaskItem>>
+    func delete(id: Int, if precondition: WritePrecondition) async throws -> ConditionalWrite<Void>
     /// The settings row, created with `dark_mode = false` when there is none.
-    func settings() async throws -> SettingsItem
-    func updateSettings(darkMode: Bool) async throws -> SettingsItem
+    func settings() async throws -> Tagged<SettingsItem>
+    func updateSettings(darkMode: Bool, if precondition: WritePrecondition) async throws -> ConditionalWrite<Tagged<SettingsItem>>
+    /// Deletes up to `limit` expired idempotency keys; how many it deleted.
+    func purgeExpiredIdempotencyKeys(limit: Int) async throws -> Int
+}
+
+/// A value with the entity tag of its representation.
+struct Tagged<Value: Sendable>: Sendable {
+    var value: Value
+    var etag: EntityTag
+}
+
+/// The task list, and the revision it was read at (nil when the revision cannot be told).
+struct TaskList: Sendable {
+    var tasks: [TaskItem]
+    var revision: Int64?
+}
+
+/// The preconditions of a write, from `If-Match` and `If-None-Match` (RFC 9110 §13.1.1–2).
+struct WritePrecondition: Sendable, Equatable {
+    var ifMatch: EntityTagCondition?
+    var ifNoneMatch: EntityTagCondition?
+
+    static let none = WritePrecondition()
+
+    var isNone: Bool { ifMatch == nil && ifNoneMatch == nil }
+
+    /// Whether a resource whose current tag is `current` passes: `If-Match` compares strongly,
+    /// `If-None-Match` weakly (the same rules the SQL statements apply).
+    func admits(_ current: EntityTag) -> Bool {
+        if let ifMatch, !ifMatch.matches(current, weakly: false) { return false }
+        if let ifNoneMatch, ifNoneMatch.matches(current, weakly: true) { return false }
+        return true
+    }
+}
+
+/// How a conditional write ended.
+enum ConditionalWrite<Value: Sendable>: Sendable {
+    case written(Value)
+    case notFound
+    case preconditionFailed
+}
+
+/// How a create with an idempotency key ended.
+enum IdempotentCreation: Sendable {
+    /// The first request with this key: the task and the answer recorded for it.
+    case created(Tagged<TaskItem>, body: [UInt8])
+    /// A retry of a request already answered: that answer.
+    case replayed(RecordedAnswer)
+    /// Another request with this key is being handled now.
+    case inProgress
+    /// The key was used before for a different request.
+    case keyReused
+}
+
+/// The answer recorded with an idempotency key.
+struct RecordedAnswer: Sendable, Equatable {
+    var status: Int
+    var taskID: Int
+    var etag: EntityTag
+    var body: [UInt8]
 }
 
 /// The columns `GET /api/tasks` may sort by (never SQL built from input).

@@ -6,12 +6,18 @@ public struct CORSMiddleware: HTTPMiddleware {
     private let allowedOrigins: Set<String>
     private let allowedMethods: String
     private let maxAge: Int
+    private let exposedHeaders: String?
 
-    /// `origins` are compared case-insensitively; `maxAge` is how long browsers may cache a preflight.
-    public init(origins: [String], methods: [HTTPMethod] = [.get, .post, .put, .delete, .options], maxAge: Int = 600) {
+    /// `origins` are compared case-insensitively; `maxAge` is how long browsers may cache a
+    /// preflight; `exposedHeaders` are response headers scripts of those origins may read
+    /// (`Access-Control-Expose-Headers` on actual answers).
+    public init(
+        origins: [String], methods: [HTTPMethod] = [.get, .post, .put, .delete, .options], maxAge: Int = 600, exposedHeaders: [String] = []
+    ) {
         allowedOrigins = Set(origins.map { $0.lowercased() })
         allowedMethods = methods.map(\.rawValue).joined(separator: ", ")
         self.maxAge = maxAge
+        self.exposedHeaders = exposedHeaders.isEmpty ? nil : exposedHeaders.joined(separator: ", ")
     }
 
     public func willHandle(_ request: HTTPRequest) -> HTTPResponse? {
@@ -36,6 +42,7 @@ public struct CORSMiddleware: HTTPMiddleware {
         // plain OPTIONS answer), so the browser refuses the actual request.
         if request.method == .options, isServedPreflight(request) == false { return }
         response.headers["Access-Control-Allow-Origin"] = origin
+        if let exposedHeaders, request.method != .options { response.headers["Access-Control-Expose-Headers"] = exposedHeaders }
     }
 
     /// For a preflight, whether the route serves the method it asks about; nil for any other request.

@@ -17,7 +17,7 @@ enum ResponseSerializer {
         for (name, value) in response.headers {
             appendHeader(name, value, to: &out)
         }
-        let mayHaveBody = response.status != 204 && response.status >= 200
+        let mayHaveBody = response.status != 204 && response.status != 304 && response.status >= 200
         if mayHaveBody {
             appendHeader("Content-Length", String(response.body.count), to: &out)
         }
@@ -55,14 +55,18 @@ func reasonPhrase(_ status: Int) -> String {
     case 200: "OK"
     case 201: "Created"
     case 204: "No Content"
+    case 304: "Not Modified"
     case 400: "Bad Request"
     case 404: "Not Found"
     case 405: "Method Not Allowed"
     case 408: "Request Timeout"
+    case 409: "Conflict"
     case 411: "Length Required"
+    case 412: "Precondition Failed"
     case 413: "Content Too Large"
     case 415: "Unsupported Media Type"
     case 422: "Unprocessable Content"
+    case 428: "Precondition Required"
     case 431: "Request Header Fields Too Large"
     case 500: "Internal Server Error"
     case 501: "Not Implemented"

@@ -26,7 +26,7 @@ struct TaskAPITests {
             let fetched = try await app.get("/api/tasks/\(id)")
             #expect(fetched.status == 200)
             #expect(fetched.body == created.body)
-            #expect(fetched.header("Cache-Control") == "no-store")
+            #expect(fetched.header("Cache-Control") == "no-cache")
 
             try await Task.sleep(for: .milliseconds(5))
             let updated = try await app.send("PUT", "/api/tasks/\(id)", json: #"{"status": "IN_PROGRESS", "description": null}"#)
@@ -267,7 +267,7 @@ struct TaskAPITests {
 
             let health = try await app.get("/healthz")
             #expect(health.text == "{\"status\":\"ok\"}\n")
-            #expect(health.header("Cache-Control") == "no-store" && head.header("Cache-Control") == "no-store")
+            #expect(health.header("Cache-Control") == "no-store" && head.header("Cache-Control") == "no-cache")
             #expect(try await app.get("/no/such/path").header("Cache-Control") == "no-store")
             #expect(try await app.get("/readyz").status == 200)
             let metrics = try await app.get("/metrics")

@@ -17,10 +17,14 @@ RATE per segment (default 0.02):
             what a transaction pooler that hands a backend over too early does)
   garble    one message of the segment goes to another connection's client
   replay    the segment is delivered twice
+  killcommit  once: after a transaction that wrote an idempotency key, PostgreSQL's answer to its
+            COMMIT is held back and the backend killed with pg_terminate_backend (through psql
+            and $PGPROXY_ADMIN_URL): committed, but the client never hears so
 
 Counts of faults injected are printed to stdout every second and at exit (SIGTERM).
 """
 import asyncio
+import os
 import random
 import signal
 import struct
@@ -30,6 +34,7 @@ listen_port, upstream_host, upstream_port, mode = int(sys.argv[1]), sys.argv[2],
 rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0.02
 rng = random.Random(int(sys.argv[6]) if len(sys.argv) > 6 else 1)
 injected = 0
+fired = False  # killcommit fires once
 sessions = []  # live Session objects, for swap/garble
 
 
@@ -37,6 +42,9 @@ class Session:
     def __init__(self, client_writer):
         self.client_writer = client_writer
         self.closed = False
+        self.backend_pid = None
+        self.wrote_key = False  # killcommit: the open transaction wrote an idempotency key
+        self.committing = False
 
     def deliver(self, data):
         if not self.closed:
@@ -69,6 +77,8 @@ async def server_to_client(session, upstream_reader, upstream_writer):
             buffer = bytearray(rest)
             for message in messages:
                 session.deliver(message)
+                if message[:1] == b"K":
+                    session.backend_pid = struct.unpack("!I", message[5:9])[0]
                 if message[:1] == b"Z":
                     ready = True
             await session.client_writer.drain()
@@ -85,6 +95,19 @@ async def server_to_client(session, upstream_reader, upstream_writer):
             if message[:1] != b"Z":
                 continue
             whole, segment = b"".join(segment), []
+            if mode == "killcommit":
+                global fired
+                if session.committing and not fired and b"COMMIT\x00" in whole:
+                    fired = True
+                    injected += 1
+                    admin = await asyncio.create_subprocess_exec(
+                        "psql", os.environ["PGPROXY_ADMIN_URL"], "-Atc", f"SELECT pg_terminate_backend({session.backend_pid})",
+                        stdout=asyncio.subprocess.DEVNULL)
+                    await admin.wait()
+                    continue  # the answer is never delivered; the backend's FATAL and EOF follow
+                session.committing = False
+                session.deliver(whole)
+                continue
             if rng.random() >= rate:
                 session.deliver(whole)
                 continue
@@ -131,6 +154,11 @@ async def client_to_server(session, client_reader, upstream_writer):
             upstream_writer.write(data[: rng.randrange(1, len(data))])
             await upstream_writer.drain()
             raise ConnectionResetError("truncated by the proxy")
+        if mode == "killcommit":
+            if b"insert_idempotency_key" in data:
+                session.wrote_key = True
+            if session.wrote_key and b"COMMIT" in data:
+                session.committing, session.wrote_key = True, False
         upstream_writer.write(data)
         await upstream_writer.drain()
 

@@ -49,7 +49,7 @@ public enum TestPostgres {
         return url(base, database: name)
     }
 
-    static var psqlPath: String {
+    public static var psqlPath: String {
         let candidates = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql"))?.sorted().reversed() ?? []
         for version in candidates where FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\(version)/bin/psql") {
             return "/usr/lib/postgresql/\(version)/bin/psql"
