@@ -21,7 +21,7 @@ struct OpenAPIDocumentTests {
         let task = try #require(paths["/api/tasks/{id}"] as? [String: Any])
         let get = try #require(task["get"] as? [String: Any])
         let responses = try #require(get["responses"] as? [String: Any])
-        #expect(Set(responses.keys) == ["200", "404", "503", "500"])
+        #expect(Set(responses.keys) == ["200", "304", "404", "412", "503", "500"])
         let schemas = try #require((document["components"] as? [String: Any])?["schemas"] as? [String: Any])
         let taskSchema = try #require(schemas["Task"] as? [String: Any])
         let id = try #require((taskSchema["properties"] as? [String: Any])?["id"] as? [String: Any])
