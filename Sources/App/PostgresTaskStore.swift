@@ -7,20 +7,30 @@ import Server
 /// Rows are decoded into `TaskItem`/`SettingsItem` values, columns found by name.
 struct PostgresTaskStore: TaskStore {
     let pool: ConnectionPool
+    /// Revalidations running at once share one read of the revision.
+    private let revision: CoalescedRead<Int64?>
+
+    init(pool: ConnectionPool) {
+        self.pool = pool
+        revision = CoalescedRead {
+            guard let row = try await pool.query(Statements.listRevision).first, try !row.isNull(0) else { return nil }
+            return Int64(try row.int(0))
+        }
+    }
 
     // MARK: Tasks
 
+    /// The revision is read first, and the rows after it has been read: the rows may hold writes
+    /// newer than the revision (then the tag is stale at once and the next revalidation fetches
+    /// the list again), never miss one it counts, so a tag never vouches for older rows.
     func list(sortBy: TaskSortField?, descending: Bool) async throws -> TaskList {
+        let revision = try await revision.value()
         let rows = try await pool.query(Statements.list(sortBy: sortBy, descending: descending))
-        guard let first = rows.first else { throw PostgresError(.decoding, "the list returned no row") }
-        let revisionColumn = try rows.columnIndex("revision")
-        let revision = try first.isNull(revisionColumn) ? nil : Int64(try first.int(revisionColumn))
         return TaskList(tasks: try TaskColumns.decodeAll(rows), revision: revision)
     }
 
     func listRevision() async throws -> Int64? {
-        guard let row = try await pool.query(Statements.listRevision).first, try !row.isNull(0) else { return nil }
-        return Int64(try row.int(0))
+        try await revision.value()
     }
 
     func find(id: Int) async throws -> Tagged<TaskItem>? {
@@ -189,21 +199,21 @@ private struct TaskColumns {
         updatedAt = try rows.columnIndex("updated_at")
     }
 
-    /// Every row that holds a task (the list's one row for an empty table holds none).
     static func decodeAll(_ rows: PostgresRows) throws -> [TaskItem] {
         guard !rows.isEmpty else { return [] }
         let columns = try TaskColumns(rows)
-        if rows.count == 1, try rows[0].isNull(columns.id) { return [] }
         var tasks: [TaskItem] = []
         tasks.reserveCapacity(rows.count)
         for index in 0..<rows.count { tasks.append(try columns.decode(rows[index])) }
         return tasks
     }
 
-    /// The first row with its `etag` column.
+    /// The first row, tagged with its `version` column (see `Statements.taskETag`).
     static func decodeFirstTagged(_ rows: PostgresRows) throws -> Tagged<TaskItem>? {
         guard let row = rows.first else { return nil }
-        return Tagged(value: try TaskColumns(rows).decode(row), etag: EntityTag(try row.string(try rows.columnIndex("etag"))))
+        let task = try TaskColumns(rows).decode(row)
+        let version = try row.int(try rows.columnIndex("version"))
+        return Tagged(value: task, etag: EntityTag("\(version).\(task.createdAt.microsecondsSinceEpoch)"))
     }
 
     func decode(_ row: PostgresRow) throws -> TaskItem {
@@ -224,6 +234,7 @@ private enum SettingsColumns {
             darkMode: try row.bool(try rows.columnIndex("dark_mode")),
             updatedAt: Timestamp(microsecondsSinceEpoch: try row.timestamp(try rows.columnIndex("updated_at")).microsecondsSinceEpoch)
         )
-        return Tagged(value: settings, etag: EntityTag(try row.string(try rows.columnIndex("etag"))))
+        let version = try row.int(try rows.columnIndex("version"))
+        return Tagged(value: settings, etag: EntityTag("\(version).\(settings.updatedAt.microsecondsSinceEpoch)"))
     }
 }

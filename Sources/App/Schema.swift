@@ -62,8 +62,12 @@ enum Schema {
                 $fn$;
             END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_revision') THEN
-                CREATE TRIGGER task_management_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
-                    FOR EACH STATEMENT EXECUTE PROCEDURE task_management_bump_revision();
+                BEGIN
+                    CREATE TRIGGER task_management_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
+                        FOR EACH STATEMENT EXECUTE PROCEDURE task_management_bump_revision();
+                EXCEPTION WHEN insufficient_privilege THEN
+                    NULL;  -- a role that may not add triggers to tasks: the list goes without a tag
+                END;
             END IF;
         END
         $do$
@@ -87,9 +91,17 @@ enum Schema {
         "CREATE INDEX IF NOT EXISTS task_management_idempotency_keys_expires_at ON task_management_idempotency_keys (expires_at)",
     ]
 
-    static func bootstrap(_ pool: ConnectionPool) async throws {
+    /// Whether the revision trigger is in place and enabled (the list carries a tag only then).
+    static let revisionTriggerEnabled = """
+        EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_revision' AND tgenabled IN ('O', 'A'))
+        """
+
+    /// Creates what is missing; false when the revision trigger could not be put in place.
+    @discardableResult
+    static func bootstrap(_ pool: ConnectionPool) async throws -> Bool {
         try await pool.withTransaction { connection in
             for statement in bootstrapStatements + revisionStatements + idempotencyStatements { _ = try await connection.simpleQuery(statement) }
+            return try await connection.simpleQuery("SELECT \(revisionTriggerEnabled)").first?.bool(0) ?? false
         }
     }
 }

@@ -16,18 +16,21 @@ enum Statements {
         .init("created_at", .timestamp), .init("updated_at", .timestamp),
     ]
 
-    /// A task's strong entity tag: a digest of every field its JSON shows, computed by PostgreSQL,
-    /// so that every replica derives the same tag and a conditional write can compare it in the
-    /// statement that writes. Timestamps go in as seconds since the epoch, which both schema
-    /// variants (`timestamp` holding UTC, `timestamptz`) give alike whatever the session's zone.
-    static let taskETag = "md5(ROW(title, description, status::text, extract(epoch FROM created_at), extract(epoch FROM updated_at))::text)"
-    /// One task with its tag (`TaggedColumns` reads `etag`).
-    static let taggedTaskColumns = "\(taskColumns), \(taskETag) AS etag"
-    static let taggedTaskShape = taskShape + [.init("etag", .text)]
+    /// A task's strong entity tag: the row version's transaction id (`xmin`, new with every
+    /// change to the row, whoever makes it) and `created_at` in microseconds (so that a recreated
+    /// database cannot hand out a tag of the old one). Every replica derives the same tag; reads
+    /// take `xmin` as a column and build the tag in `TaggedColumns`, and conditional writes
+    /// compare this expression in the statement that writes. (`xmin` is what Npgsql and EF Core
+    /// use as a row's concurrency token; it repeats only after 2^32 transactions.)
+    static let taskETag = "(xmin::text || '.' || (extract(epoch FROM created_at) * 1000000)::bigint::text)"
+    /// One task with its row version (`TaggedColumns` builds the tag).
+    static let taggedTaskColumns = "\(taskColumns), xmin::text::bigint AS version"
+    static let taggedTaskShape = taskShape + [.init("version", .integer)]
 
-    static let settingsETag = "md5(ROW(dark_mode, extract(epoch FROM updated_at))::text)"
-    static let taggedSettingsColumns = "dark_mode, updated_at, \(settingsETag) AS etag"
-    static let settingsShape: [ResultShape.Column] = [.init("dark_mode", .boolean), .init("updated_at", .timestamp), .init("etag", .text)]
+    /// The settings row's tag: its version and `updated_at` in microseconds.
+    static let settingsETag = "(xmin::text || '.' || (extract(epoch FROM updated_at) * 1000000)::bigint::text)"
+    static let taggedSettingsColumns = "dark_mode, updated_at, xmin::text::bigint AS version"
+    static let settingsShape: [ResultShape.Column] = [.init("dark_mode", .boolean), .init("updated_at", .timestamp), .init("version", .integer)]
 
     /// `$n` holds the comma-separated tags `If-Match` lists (NULL: no condition) and `$m` those
     /// of `If-None-Match`: the row must carry one of the first and none of the second. Checked in
@@ -47,9 +50,13 @@ enum Statements {
         resource: tasksTable, returns: .select([.init("found", .integer)])
     )
 
-    /// The list's revision: the sum of the counter's rows, NULL when a row is missing (then no
-    /// tag is given rather than one that might not change).
-    static let tasksRevision = "SELECT CASE WHEN count(*) = \(RevisionCounter.slots) THEN sum(revision)::bigint END AS revision FROM task_management_revisions WHERE resource = 'tasks'"
+    /// The list's revision: the sum of the counter's rows; NULL when a row is missing or the
+    /// trigger that bumps them is gone or disabled (then no tag is given rather than one that
+    /// might not change).
+    static let tasksRevision = """
+        SELECT CASE WHEN count(*) = \(RevisionCounter.slots) AND \(Schema.revisionTriggerEnabled) THEN sum(revision)::bigint END AS revision \
+        FROM task_management_revisions WHERE resource = 'tasks'
+        """
 
     static let listRevision = PreparedStatement(
         name: "list_revision", sql: tasksRevision, readOnly: true, binaryResults: true, atMostOneRow: true,
@@ -103,29 +110,21 @@ enum Statements {
     private static let lists: [String: PreparedStatement] = {
         var statements: [String: PreparedStatement] = [:]
         statements["id"] = PreparedStatement(
-            name: "list_tasks", sql: listSQL(orderBy: "id"), readOnly: true, binaryResults: true,
-            resource: tasksTable, returns: .select(listShape)
+            name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true,
+            resource: tasksTable, returns: .select(taskShape)
         )
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
                 statements["\(field.rawValue) \(direction)"] = PreparedStatement(
                     name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
-                    sql: listSQL(orderBy: "\(field.orderExpression) \(direction), id ASC"),
-                    readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(listShape)
+                    sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
+                    readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
                 )
             }
         }
         return statements
     }()
-
-    /// The list with the revision it was read at, in one statement (one snapshot): the first
-    /// column is the revision, and an empty table still gives one row, whose task columns are NULL.
-    private static func listSQL(orderBy: String) -> String {
-        "SELECT r.revision, \(taskColumns) FROM (\(tasksRevision)) AS r LEFT JOIN tasks ON true ORDER BY \(orderBy)"
-    }
-
-    private static let listShape = [ResultShape.Column("revision", .integer)] + taskShape
 
     static func list(sortBy: TaskSortField?, descending: Bool) -> PreparedStatement {
         guard let sortBy else { return lists["id"]! }

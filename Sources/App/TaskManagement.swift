@@ -117,7 +117,9 @@ struct Application: Sendable {
         let deadline = ContinuousClock.now + timeout
         while true {
             do {
-                try await Schema.bootstrap(pool)
+                if try await !Schema.bootstrap(pool) {
+                    logger.warning("the revision trigger on tasks is missing or disabled (this role may not add it): the task list carries no ETag")
+                }
                 return
             } catch let error as PostgresError where error.isTransient && ContinuousClock.now < deadline {
                 logger.warning("database not ready, retrying", metadata: ["error": "\(error)"])
