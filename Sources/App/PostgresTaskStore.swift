@@ -166,6 +166,10 @@ struct PostgresTaskStore: TaskStore {
     func purgeExpiredIdempotencyKeys(limit: Int) async throws -> Int {
         try await pool.query(Statements.purgeIdempotencyKeys, [.int(limit)]).affectedRows
     }
+
+    func compactRevisionCounter() async throws -> Int {
+        try await pool.query(Statements.compactRevisions).first?.int(0) ?? 0
+    }
 }
 
 /// A write's preconditions as the parameters of the `…_if_match` statements: the tags `If-Match`

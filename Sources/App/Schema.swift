@@ -5,8 +5,7 @@ import Database
 ///
 /// Besides the original's two tables it adds, once, what conditional requests and retries need:
 /// `task_management_revisions` (a counter every write to `tasks` bumps, from any client: a
-/// statement-level trigger, spread over `RevisionCounter.slots` rows so that concurrent writers
-/// do not queue on one row lock) and `task_management_idempotency_keys`. The trigger is the one
+/// statement-level trigger; see `RevisionCounter`) and `task_management_idempotency_keys`. The trigger is the one
 /// thing attached to an original table; it changes no row of it and needs no privilege from the
 /// writer (it runs as its owner).
 enum Schema {
@@ -44,8 +43,7 @@ enum Schema {
         """,
         """
         INSERT INTO task_management_revisions (resource, slot, revision)
-        SELECT 'tasks', slot, \(RevisionCounter.clockMicroseconds) FROM generate_series(0, \(RevisionCounter.slots - 1)) AS slot
-        ON CONFLICT DO NOTHING
+        VALUES ('tasks', \(RevisionCounter.baseSlot), \(RevisionCounter.clockMicroseconds)) ON CONFLICT DO NOTHING
         """,
         """
         DO $do$
@@ -54,9 +52,8 @@ enum Schema {
                 CREATE FUNCTION task_management_bump_revision() RETURNS trigger
                 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
                 BEGIN
-                    UPDATE task_management_revisions
-                       SET revision = GREATEST(revision + 1, \(RevisionCounter.clockMicroseconds))
-                     WHERE resource = TG_TABLE_NAME AND slot = (txid_current() % \(RevisionCounter.slots))::integer;
+                    INSERT INTO task_management_revisions AS r (resource, slot, revision) VALUES (TG_TABLE_NAME, pg_backend_pid(), 1)
+                        ON CONFLICT (resource, slot) DO UPDATE SET revision = r.revision + 1;
                     RETURN NULL;
                 END
                 $fn$;
@@ -106,11 +103,14 @@ enum Schema {
     }
 }
 
-/// How the list's revision is kept: `slots` rows per resource, each bumped by the writes whose
-/// transaction id falls on it; the revision is their sum, which every committed write raises.
-/// A bump never goes below the clock in microseconds, so a table created afresh (a restored or
-/// recreated database) starts above any revision the old one handed out.
+/// How the list's revision is kept: one row per PostgreSQL backend that wrote to the table
+/// (keyed by its pid), each raised by one at every statement of that backend, plus a base row;
+/// the revision is their sum, which every committed write raises. A writer only ever touches its
+/// own backend's row, so concurrent writers never wait for each other's commit. The base row
+/// starts at the clock in microseconds, so a table created afresh (a restored or recreated
+/// database) starts above any revision the old one handed out; rows of backends that have gone
+/// are folded into it now and then (`Statements.compactRevisions`), which leaves the sum as it is.
 enum RevisionCounter {
-    static let slots = 16
+    static let baseSlot = 0
     static let clockMicroseconds = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 }

@@ -48,9 +48,10 @@ struct PoolService: Service {
     }
 }
 
-/// Deletes expired idempotency keys every `interval`, in batches, so that no request waits on a
-/// large delete; replicas doing the same skip each other's rows. Stops at graceful shutdown.
-struct IdempotencyKeyPurger: Service {
+/// Housekeeping every `interval`: deletes expired idempotency keys, in batches so that no
+/// request waits on a large delete (replicas doing the same skip each other's rows), and folds
+/// the revision counter's rows of backends that have gone. Stops at graceful shutdown.
+struct Housekeeping: Service {
     let store: any TaskStore
     let interval: Duration
     let logger: Logger
@@ -62,14 +63,15 @@ struct IdempotencyKeyPurger: Service {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try await Task.sleep(for: interval)
-                await purge()
+                await purgeExpiredKeys()
+                await compactRevisionCounter()
             }
         }
     }
 
-    /// One round; how many keys it deleted.
+    /// One round of key deletion; how many keys it deleted.
     @discardableResult
-    func purge() async -> Int {
+    func purgeExpiredKeys() async -> Int {
         var total = 0
         do {
             for _ in 0..<Self.maxBatchesPerRound {
@@ -82,5 +84,16 @@ struct IdempotencyKeyPurger: Service {
         }
         if total > 0 { logger.debug("purged expired idempotency keys", metadata: ["count": "\(total)"]) }
         return total
+    }
+
+    /// How many counter rows it folded (0 when it could not).
+    @discardableResult
+    func compactRevisionCounter() async -> Int {
+        do {
+            return try await store.compactRevisionCounter()
+        } catch {
+            logger.warning("could not compact the revision counter", metadata: ["error": "\(error)"])
+            return 0
+        }
     }
 }

@@ -8,6 +8,8 @@ enum Statements {
     /// statements on it (see `PreparedStatement.resource`).
     static let tasksTable = "tasks"
     static let settingsTable = "settings"
+    /// The revision counter: a lock on `tasks` does not block reading it.
+    static let revisionsTable = "task_management_revisions"
 
     static let taskColumns = "id, title, description, status::text, created_at, updated_at"
     /// What `taskColumns` must come back as (`TaskItem` reads them by position).
@@ -50,17 +52,35 @@ enum Statements {
         resource: tasksTable, returns: .select([.init("found", .integer)])
     )
 
-    /// The list's revision: the sum of the counter's rows; NULL when a row is missing or the
-    /// trigger that bumps them is gone or disabled (then no tag is given rather than one that
+    /// The list's revision: the sum of the counter's rows; NULL when the base row is missing or
+    /// the trigger that bumps them is gone or disabled (then no tag is given rather than one that
     /// might not change).
     static let tasksRevision = """
-        SELECT CASE WHEN count(*) = \(RevisionCounter.slots) AND \(Schema.revisionTriggerEnabled) THEN sum(revision)::bigint END AS revision \
-        FROM task_management_revisions WHERE resource = 'tasks'
+        SELECT CASE WHEN count(*) FILTER (WHERE slot = \(RevisionCounter.baseSlot)) = 1 AND \(Schema.revisionTriggerEnabled) \
+        THEN sum(revision)::bigint END AS revision FROM task_management_revisions WHERE resource = 'tasks'
         """
+
+    /// Folds the rows of backends that no longer exist into the base row, in one statement, so
+    /// that the sum (the revision) is the same before and after; how many rows it folded.
+    static let compactRevisions = PreparedStatement(
+        name: "compact_revisions",
+        sql: """
+            WITH gone AS (
+                DELETE FROM task_management_revisions
+                WHERE resource = 'tasks' AND slot <> \(RevisionCounter.baseSlot)
+                  AND slot NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+                RETURNING revision
+            )
+            UPDATE task_management_revisions SET revision = revision + (SELECT coalesce(sum(revision), 0) FROM gone)::bigint
+            WHERE resource = 'tasks' AND slot = \(RevisionCounter.baseSlot)
+            RETURNING (SELECT count(*) FROM gone) AS folded
+            """,
+        resource: tasksTable, returns: .rows("UPDATE", [.init("folded", .integer)])
+    )
 
     static let listRevision = PreparedStatement(
         name: "list_revision", sql: tasksRevision, readOnly: true, binaryResults: true, atMostOneRow: true,
-        resource: tasksTable, returns: .select([.init("revision", .integer)])
+        resource: revisionsTable, returns: .select([.init("revision", .integer)])
     )
 
     static let insertTask = PreparedStatement(
@@ -229,7 +249,7 @@ enum Statements {
         [
             findTask, taskExists, listRevision, insertTask, updateTask, updateTaskIfMatch, deleteTask, deleteTaskIfMatch,
             selectSettings, updateSettings, updateSettingsIfMatch, insertSettings, readinessProbe, lockSettings,
-            lockIdempotencyKey, findIdempotencyKey, insertIdempotencyKey, purgeIdempotencyKeys,
+            lockIdempotencyKey, findIdempotencyKey, insertIdempotencyKey, purgeIdempotencyKeys, compactRevisions,
         ] + lists.values.sorted { $0.name < $1.name }
     }
 }

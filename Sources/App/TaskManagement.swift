@@ -40,7 +40,7 @@ public enum TaskManagement {
             services: [
                 .init(service: PoolService(pool: application.pool, gracePeriod: Application.poolGracePeriod)),
                 .init(service: HTTPService(server: application.server, readiness: application.readiness, gracePeriod: configuration.shutdownGrace)),
-                .init(service: application.purger),
+                .init(service: application.housekeeping),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
@@ -60,8 +60,8 @@ struct Application: Sendable {
     let pool: ConnectionPool
     let server: HTTPServer
     let readiness: Readiness
-    /// Deletes expired idempotency keys in the background.
-    let purger: IdempotencyKeyPurger
+    /// Expired idempotency keys and the revision counter, in the background.
+    let housekeeping: Housekeeping
     /// What the router serves (method and template), for checking `openapi.yaml` against it.
     let routeTable: [(method: HTTPMethod, template: String)]
 
@@ -107,9 +107,9 @@ struct Application: Sendable {
         OpenAPIRoutes(json: openAPIJSON).register(on: &router)
 
         let server = HTTPServer(configuration: serverConfiguration, responder: router, logger: logger, eventLoops: eventLoops)
-        let purger = IdempotencyKeyPurger(store: store, interval: configuration.idempotencyPurgeInterval, logger: logger)
+        let housekeeping = Housekeeping(store: store, interval: configuration.idempotencyPurgeInterval, logger: logger)
         return Application(
-            eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, purger: purger, routeTable: router.routeTable
+            eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, housekeeping: housekeeping, routeTable: router.routeTable
         )
     }
 

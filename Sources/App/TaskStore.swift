@@ -22,6 +22,8 @@ protocol TaskStore: Sendable {
     func updateSettings(darkMode: Bool, if precondition: WritePrecondition) async throws -> ConditionalWrite<Tagged<SettingsItem>>
     /// Deletes up to `limit` expired idempotency keys; how many it deleted.
     func purgeExpiredIdempotencyKeys(limit: Int) async throws -> Int
+    /// Folds the revision counter's rows of backends that have gone into one; how many it folded.
+    func compactRevisionCounter() async throws -> Int
 }
 
 /// A value with the entity tag of its representation.

@@ -218,8 +218,25 @@ struct ConditionalRequestTests {
             #expect(untagged.header("Cache-Control") == "no-store")
             try TestPostgres.psql(app.databaseURL, "ALTER TABLE tasks ENABLE TRIGGER task_management_revision")
             #expect(try await app.get("/api/tasks", headers: [("If-None-Match", tag)]).status == 304)
-            try TestPostgres.psql(app.databaseURL, "DELETE FROM task_management_revisions WHERE slot = 3")
+            try TestPostgres.psql(app.databaseURL, "DELETE FROM task_management_revisions WHERE slot = 0")
             #expect(try await app.get("/api/tasks", headers: [("If-None-Match", tag)]).header("ETag") == nil)
+        }
+    }
+
+    @Test func foldingGoneBackendsKeepsTheRevision() async throws {
+        try await withTestApp { app in
+            try await app.create("a")
+            // Rows of backends that no longer exist (no live pid is negative), and the live ones.
+            try TestPostgres.psql(app.databaseURL, "INSERT INTO task_management_revisions VALUES ('tasks', -1, 5), ('tasks', -2, 7)")
+            let tag = try #require(try await app.get("/api/tasks").header("ETag"))
+            let rowsBefore = Int(try TestPostgres.psql(app.databaseURL, "SELECT count(*) FROM task_management_revisions"))!
+            #expect(await app.application.housekeeping.compactRevisionCounter() >= 2)
+            let rowsAfter = Int(try TestPostgres.psql(app.databaseURL, "SELECT count(*) FROM task_management_revisions"))!
+            #expect(rowsAfter <= rowsBefore - 2)
+            #expect(try TestPostgres.psql(app.databaseURL, "SELECT count(*) FROM task_management_revisions WHERE slot < 0") == "0")
+            #expect(try await app.get("/api/tasks", headers: [("If-None-Match", tag)]).status == 304)
+            try await app.create("b")
+            #expect(try await app.get("/api/tasks", headers: [("If-None-Match", tag)]).status == 200)
         }
     }
 
@@ -300,7 +317,7 @@ struct ConditionalRequestTests {
             #expect(again.status == 201 && again.header("Idempotent-Replayed") == nil)
             #expect(try TestPostgres.psql(app.databaseURL, "SELECT count(*) FROM task_management_idempotency_keys") == "2")
             try await Task.sleep(for: .milliseconds(1200))
-            #expect(await app.application.purger.purge() == 2)
+            #expect(await app.application.housekeeping.purgeExpiredKeys() == 2)
             #expect(try TestPostgres.psql(app.databaseURL, "SELECT count(*) FROM task_management_idempotency_keys") == "0")
         }
     }

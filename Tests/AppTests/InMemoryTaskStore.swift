@@ -136,4 +136,6 @@ final class InMemoryTaskStore: TaskStore {
     }
 
     func purgeExpiredIdempotencyKeys(limit: Int) async throws -> Int { 0 }
+
+    func compactRevisionCounter() async throws -> Int { 0 }
 }

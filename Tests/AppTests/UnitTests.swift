@@ -17,7 +17,7 @@ struct UnitTests {
     /// Every statement says what its result must look like, so no answer meant for another
     /// statement is ever decoded as its own; names are unique (one prepared statement each).
     @Test func everyStatementDeclaresItsResultShape() {
-        #expect(Statements.all.count == 18 + 1 + 2 * TaskSortField.allCases.count)
+        #expect(Statements.all.count == 19 + 1 + 2 * TaskSortField.allCases.count)
         #expect(Statements.all.allSatisfy { $0.shape != nil })
         #expect(Set(Statements.all.map(\.name)).count == Statements.all.count)
     }
