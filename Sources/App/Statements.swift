@@ -92,30 +92,26 @@ enum Statements {
         binaryResults: true, resource: tasksTable, returns: .rows("INSERT", taggedTaskShape)
     )
 
+    /// A partial update: `$2`, `$4`, `$6` say whether title (`$3`), description (`$5`) and
+    /// status (`$7`) change.
+    private static let updateTaskSet = """
+        UPDATE tasks SET
+            title = CASE WHEN $2 THEN $3 ELSE title END,
+            description = CASE WHEN $4 THEN $5 ELSE description END,
+            status = CASE WHEN $6 THEN $7 ELSE status END,
+            updated_at = now()
+        """
+
     static let updateTask = PreparedStatement(
         name: "update_task",
-        sql: """
-            UPDATE tasks SET
-                title = CASE WHEN $2 THEN $3 ELSE title END,
-                description = CASE WHEN $4 THEN $5 ELSE description END,
-                status = CASE WHEN $6 THEN $7 ELSE status END,
-                updated_at = now()
-            WHERE id = $1 RETURNING \(taggedTaskColumns)
-            """,
+        sql: "\(updateTaskSet) WHERE id = $1 RETURNING \(taggedTaskColumns)",
         binaryResults: true, atMostOneRow: true, resource: tasksTable, returns: .rows("UPDATE", taggedTaskShape)
     )
 
     /// `updateTask` when the row still carries a tag `$8` lists (or none `$9` lists).
     static let updateTaskIfMatch = PreparedStatement(
         name: "update_task_if_match",
-        sql: """
-            UPDATE tasks SET
-                title = CASE WHEN $2 THEN $3 ELSE title END,
-                description = CASE WHEN $4 THEN $5 ELSE description END,
-                status = CASE WHEN $6 THEN $7 ELSE status END,
-                updated_at = now()
-            WHERE id = $1 AND \(preconditions(etag: taskETag, ifMatch: 8, ifNoneMatch: 9)) RETURNING \(taggedTaskColumns)
-            """,
+        sql: "\(updateTaskSet) WHERE id = $1 AND \(preconditions(etag: taskETag, ifMatch: 8, ifNoneMatch: 9)) RETURNING \(taggedTaskColumns)",
         binaryResults: true, atMostOneRow: true, resource: tasksTable, returns: .rows("UPDATE", taggedTaskShape)
     )
 

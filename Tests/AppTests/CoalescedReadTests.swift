@@ -7,13 +7,18 @@ import Testing
 struct CoalescedReadTests {
     struct Failure: Error {}
 
+    /// Counts one more read; its number.
+    static func next(_ counter: LockedValue<Int>) -> Int {
+        counter.withLock { count -> Int in
+            count += 1
+            return count
+        }
+    }
+
     @Test func everyCallerGetsAValueReadAfterItAskedAndReadsAreShared() async throws {
         let started = LockedValue(0)
         let coalesced = CoalescedRead<Int> {
-            let number = started.withLock { count -> Int in
-                count += 1
-                return count
-            }
+            let number = Self.next(started)
             try await Task.sleep(for: .milliseconds(2))
             return number
         }
@@ -36,10 +41,7 @@ struct CoalescedReadTests {
     @Test func aFailedReadFailsItsGroupAndTheNextReadRunsAfresh() async throws {
         let attempt = LockedValue(0)
         let coalesced = CoalescedRead<Int> {
-            let number = attempt.withLock { count -> Int in
-                count += 1
-                return count
-            }
+            let number = Self.next(attempt)
             if number == 1 { throw Failure() }
             return number
         }
