@@ -57,8 +57,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, Equatable
             return true
         case .server:
             // 08: connection exception; 53: insufficient resources; 57P: operator intervention;
-            // 57014: a statement cancelled (by this server's query timeout) or timed out.
-            return sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("53") || $0.hasPrefix("57") } ?? false
+            // 57014: a statement cancelled (by this server's query timeout) or timed out;
+            // 42P05: a PREPARE met a statement of that name that another client of a transaction
+            // pooler left in the backend, and the pipeline aborted with it (nothing after it ran).
+            return sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("53") || $0.hasPrefix("57") || $0 == "42P05" } ?? false
         case .invalidValue, .decoding:
             return false
         }

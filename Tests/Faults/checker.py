@@ -13,10 +13,17 @@ not deleted, absent when deleted before), ids must be unique and in order. A 503
 (the write may or may not have happened: the task becomes unknown to the checker); a 5xx other
 than 503, a dropped connection, or no answer within 20 s is counted as a failure.
 
+Half of the creates carry an Idempotency-Key (none with CHECKER_KEYS=0) and are retried with it after a 503, a 409 or a
+lost answer: at the end no such task may exist twice. Half of the updates of a task whose ETag
+the thread knows (from its own last write or read) send it in If-Match: a 412 is wrong, since
+nobody else writes that task.
+
 Prints one JSON line of counts; exits 1 on any wrong answer, failure or hang.
 """
+import collections
 import http.client
 import json
+import os
 import random
 import socket
 import sys
@@ -30,6 +37,11 @@ lock = threading.Lock()
 counts = {"requests": 0, "ok": 0, "503": 0, "wrong": 0, "failures": 0, "hangs": 0}
 examples = []
 all_ids = {}  # id -> thread that created it
+keyed_titles = set()  # titles of creates sent with an Idempotency-Key
+RUN = f"{random.getrandbits(32):08x}"  # in every title: runs against one database never share one
+# CHECKER_KEYS=0 sends no Idempotency-Key (behind a transaction pooler, whose backends change
+# hands inside the transaction a keyed create runs, it would only measure 503s).
+KEYS = os.environ.get("CHECKER_KEYS", "1") != "0"
 STATUSES = ["TODO", "IN_PROGRESS", "DONE"]
 SORTS = [None, ("created_at", "asc"), ("created_at", "desc"), ("updated_at", "desc"), ("title", "asc"), ("status", "desc")]
 
@@ -46,14 +58,15 @@ class Client:
         self.port = port
         self.connection = None
 
-    def call(self, method, path, body=None):
-        """(status, parsed JSON or None), or None when there was no answer."""
+    def call(self, method, path, body=None, extra=None):
+        """(status, parsed JSON or None, headers by lower-case name), or None when there was no answer."""
         with lock:
             counts["requests"] += 1
         for attempt in (0, 1):
             if self.connection is None:
                 self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
             headers = {"Content-Type": "application/json"} if body is not None else {}
+            headers.update(extra or {})
             try:
                 self.connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
                 response = self.connection.getresponse()
@@ -81,12 +94,12 @@ class Client:
                 self.connection = None
             if response.status == 503:
                 record("503")
-                return 503, None
+                return 503, None, {}
             if response.status >= 500:
                 record("failures", f"{method} {path}: {response.status} {data[:200]!r}")
-                return response.status, None
+                return response.status, None, {}
             record("ok")
-            return response.status, (json.loads(data) if data else None)
+            return response.status, (json.loads(data) if data else None), {k.lower(): v for k, v in response.getheaders()}
         return None
 
 
@@ -97,14 +110,24 @@ def wrong(message):
 def worker(index, stop):
     client = Client(ports[index % len(ports)])
     known = {}  # id -> dict of the task as last written, or "deleted"
+    etags = {}  # id -> the ETag of what known holds
     sequence = 0
     while not stop.is_set():
         action = random.random()
         if action < 0.25 or not known:
             sequence += 1
-            sent = {"title": f"t{index}-{sequence}", "description": random.choice([None, "", f"d{sequence}"]),
+            sent = {"title": f"t{RUN}-{index}-{sequence}", "description": random.choice([None, "", f"d{sequence}"]),
                     "status": random.choice(STATUSES)}
-            answer = client.call("POST", "/api/tasks", sent)
+            key = {"Idempotency-Key": f"k{RUN}-{index}-{sequence}"} if KEYS and random.random() < 0.5 else None
+            answer = client.call("POST", "/api/tasks", sent, key)
+            if key:
+                with lock:
+                    keyed_titles.add(sent["title"])
+                for _ in range(8):
+                    if (answer and answer[0] not in (503, 409)) or stop.is_set():
+                        break
+                    time.sleep(0.05)
+                    answer = client.call("POST", "/api/tasks", sent, key)
             if answer and answer[0] == 201:
                 task = answer[1]
                 if any(task.get(key) != value for key, value in sent.items()):
@@ -116,8 +139,9 @@ def worker(index, stop):
                         continue
                     all_ids[task["id"]] = index
                 known[task["id"]] = task
-            elif answer and answer[0] not in (503,):
-                wrong(f"POST answered {answer}")
+                etags[task["id"]] = answer[2].get("etag")
+            elif answer and answer[0] != 503 and not (key and answer[0] == 409):
+                wrong(f"POST answered {answer[:2]}")
         elif action < 0.50:
             task_id = random.choice(list(known))
             expected = known[task_id]
@@ -131,16 +155,23 @@ def worker(index, stop):
                 if answer[0] == 200 and answer[1].get("id") != task_id:
                     wrong(f"GET /api/tasks/{task_id} answered task {answer[1].get('id')}")
             elif answer[0] != 200 or answer[1] != expected:
-                wrong(f"GET /api/tasks/{task_id} answered {answer} where {expected} was written")
+                wrong(f"GET /api/tasks/{task_id} answered {answer[:2]} where {expected} was written")
+            else:
+                etags[task_id] = answer[2].get("etag")
         elif action < 0.65:
             task_id = random.choice(list(known))
             expected = known[task_id]
-            change = {"title": f"t{index}-{sequence}-u{random.randrange(1000)}", "status": random.choice(STATUSES)}
-            answer = client.call("PUT", f"/api/tasks/{task_id}", change)
+            change = {"title": f"t{RUN}-{index}-{sequence}-u{random.randrange(1000)}", "status": random.choice(STATUSES)}
+            conditional = isinstance(expected, dict) and etags.get(task_id) and random.random() < 0.5
+            answer = client.call("PUT", f"/api/tasks/{task_id}", change, {"If-Match": etags[task_id]} if conditional else None)
             if not answer:
+                etags.pop(task_id, None)
                 continue
             if answer[0] == 503:
                 known[task_id] = None if expected != "deleted" else "deleted"
+                etags.pop(task_id, None)
+            elif answer[0] == 412:
+                wrong(f"PUT /api/tasks/{task_id} with the ETag of this thread's own last write answered 412")
             elif expected == "deleted":
                 if answer[0] != 404:
                     wrong(f"PUT /api/tasks/{task_id} after its DELETE answered {answer}")
@@ -152,6 +183,7 @@ def worker(index, stop):
                     wrong(f"PUT /api/tasks/{task_id} changed fields it was not sent: {task} (was {expected})")
                 else:
                     known[task_id] = task
+                    etags[task_id] = answer[2].get("etag")
             elif not (answer[0] == 404 and expected is None):
                 wrong(f"PUT /api/tasks/{task_id} answered {answer}")
         elif action < 0.75:
@@ -219,6 +251,20 @@ def worker(index, stop):
                     wrong(f"GET /api/settings answered {answer}")
 
 
+def check_keyed_creates():
+    """No create sent with an Idempotency-Key made two tasks, however often it was retried."""
+    client = Client(ports[0])
+    for _ in range(20):
+        answer = client.call("GET", "/api/tasks")
+        if answer and answer[0] == 200:
+            made = collections.Counter(task["title"] for task in answer[1])
+            for title in sorted(title for title, count in made.items() if count > 1 and title in keyed_titles):
+                wrong(f"the create of {title!r}, sent with an Idempotency-Key, made {made[title]} tasks")
+            return
+        time.sleep(0.2)
+    record("failures", "the final list could not be read")
+
+
 def main():
     stop = threading.Event()
     workers = [threading.Thread(target=worker, args=(index, stop)) for index in range(threads)]
@@ -228,6 +274,7 @@ def main():
     stop.set()
     for thread in workers:
         thread.join(TIMEOUT + 5)
+    check_keyed_creates()
     print(json.dumps(counts), flush=True)
     for example in examples:
         print("  " + example, flush=True)
