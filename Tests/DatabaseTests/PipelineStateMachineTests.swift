@@ -251,3 +251,14 @@ struct PipelineStateMachineTests {
         #expect(words(m.cancelStalledHead(now: 20 * Self.ms)) == [])
     }
 }
+
+/// Which server errors a client is told to retry (503) rather than given a 500.
+@Suite("Transient errors (pure)")
+struct TransientErrorTests {
+    @Test func aPrepareThatMetAPoolersLeftoverStatementIsTransient() {
+        #expect(PostgresError(.server, "prepared statement \"x\" already exists", sqlState: "42P05").isTransient)
+        #expect(PostgresError(.server, "terminating connection", sqlState: "57P01").isTransient)
+        #expect(!PostgresError(.server, "duplicate key", sqlState: "23505").isTransient)
+        #expect(!PostgresError(.server, "syntax error", sqlState: "42601").isTransient)
+    }
+}
