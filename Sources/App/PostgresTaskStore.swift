@@ -53,7 +53,7 @@ struct PostgresTaskStore: TaskStore {
                 guard try recorded.bool("same_request") else { return .keyReused }
                 return .replayed(RecordedAnswer(
                     status: try recorded.int("status"), taskID: try recorded.int("task_id"),
-                    etag: EntityTag(try recorded.string("etag")), body: Array(try recorded.string("body").utf8)
+                    etag: EntityTag(checking: try recorded.string("etag")), body: Array(try recorded.string("body").utf8)
                 ))
             }
             let created = try await insert(task) { try await connection.query($0, $1) }
@@ -128,7 +128,6 @@ struct PostgresTaskStore: TaskStore {
             attempt = try await pool.query(Statements.updateSettingsIfMatch, [.bool(darkMode)] + conditions.binds)
         } else {
             // `If-None-Match: *`: the settings always have a representation (GET creates it).
-            _ = try await settings()
             return .preconditionFailed
         }
         if let settings = try SettingsColumns.decodeFirst(attempt) { return .written(settings) }
@@ -173,8 +172,8 @@ struct PostgresTaskStore: TaskStore {
 }
 
 /// A write's preconditions as the parameters of the `…_if_match` statements: the tags `If-Match`
-/// lists that can match strongly (our tags are hex digests: weak ones and any with a comma can
-/// never match, so they are left out) and those `If-None-Match` lists, each NULL when absent or
+/// lists that can match strongly (ours are `version.microseconds`: weak ones and any with a comma
+/// can never match, so they are left out) and those `If-None-Match` lists, each NULL when absent or
 /// `*` on `If-Match` (the row's existence, which the statement needs anyway). Nil for
 /// `If-None-Match: *`, which no existing row passes.
 private struct SQLPreconditions {
@@ -216,8 +215,7 @@ private struct TaskColumns {
     static func decodeFirstTagged(_ rows: PostgresRows) throws -> Tagged<TaskItem>? {
         guard let row = rows.first else { return nil }
         let task = try TaskColumns(rows).decode(row)
-        let version = try row.int(try rows.columnIndex("version"))
-        return Tagged(value: task, etag: EntityTag("\(version).\(task.createdAt.microsecondsSinceEpoch)"))
+        return Tagged(value: task, etag: try rowTag(rows, row, stamp: task.createdAt))
     }
 
     func decode(_ row: PostgresRow) throws -> TaskItem {
@@ -238,7 +236,12 @@ private enum SettingsColumns {
             darkMode: try row.bool(try rows.columnIndex("dark_mode")),
             updatedAt: Timestamp(microsecondsSinceEpoch: try row.timestamp(try rows.columnIndex("updated_at")).microsecondsSinceEpoch)
         )
-        let version = try row.int(try rows.columnIndex("version"))
-        return Tagged(value: settings, etag: EntityTag("\(version).\(settings.updatedAt.microsecondsSinceEpoch)"))
+        return Tagged(value: settings, etag: try rowTag(rows, row, stamp: settings.updatedAt))
     }
+}
+
+/// A row's strong tag from its `version` column and a timestamp of it, as `Statements.taskETag`
+/// and `Statements.settingsETag` compute it in SQL.
+private func rowTag(_ rows: PostgresRows, _ row: PostgresRow, stamp: Timestamp) throws -> EntityTag {
+    EntityTag("\(try row.int(try rows.columnIndex("version"))).\(stamp.microsecondsSinceEpoch)")
 }

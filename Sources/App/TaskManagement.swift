@@ -99,7 +99,8 @@ struct Application: Sendable {
         router.use(CachePolicy())
         let store = PostgresTaskStore(pool: pool)
         TaskRoutes(
-            store: store, requireIfMatch: configuration.requireIfMatch, idempotencyKeyLifetime: configuration.idempotencyKeyLifetime
+            store: store, requireIfMatch: configuration.requireIfMatch, idempotencyKeyLifetime: configuration.idempotencyKeyLifetime,
+            retryAfterSeconds: serverConfiguration.retryAfterSeconds
         ).register(on: &router)
         OperationsRoutes(
             readiness: readiness, registry: registry, pool: pool, retryAfterSeconds: serverConfiguration.retryAfterSeconds

@@ -10,9 +10,8 @@ struct TaskRoutes: Sendable {
     var requireIfMatch = false
     /// How long an idempotency key and its answer are kept.
     var idempotencyKeyLifetime: Duration = .seconds(86_400)
-
-    /// Seconds a client waits before retrying a key whose first request is still in flight.
-    static let keyInProgressRetryAfter = 1
+    /// Seconds a client is told to wait before retrying a key whose first request is in flight.
+    var retryAfterSeconds = 1
 
     func register(on router: inout Router) {
         router.add(.get, "/api/tasks") { try await listTasks($0) }
@@ -57,19 +56,18 @@ struct TaskRoutes: Sendable {
     func createTask(_ request: HTTPRequest) async throws -> HTTPResponse {
         let newTask = try RequestValidation.newTask(try RequestValidation.jsonObject(request))
         guard let key = try IdempotencyKey.parse(request.headers) else {
-            return Self.created(try await store.create(newTask))
+            let task = try await store.create(newTask)
+            return Self.created(RecordedAnswer(status: 201, taskID: task.value.id, etag: task.etag, body: Self.body(task.value)))
         }
         switch try await store.create(newTask, idempotencyKey: key, keptFor: idempotencyKeyLifetime, render: { Self.body($0.value) }) {
         case .created(let task, let body):
-            return Self.created(task, body: body)
+            return Self.created(RecordedAnswer(status: 201, taskID: task.value.id, etag: task.etag, body: body))
         case .replayed(let answer):
-            var response = HTTPResponse.json(answer.status, answer.body)
-            response.headers["Location"] = "/api/tasks/\(answer.taskID)"
-            response.headers["ETag"] = answer.etag.headerValue
+            var response = Self.created(answer)
             response.headers["Idempotent-Replayed"] = "true"
             return response
         case .inProgress:
-            throw HTTPError(409, "A request with this Idempotency-Key is still being processed", headers: [("Retry-After", String(Self.keyInProgressRetryAfter))])
+            throw HTTPError(409, "A request with this Idempotency-Key is still being processed", headers: [("Retry-After", String(retryAfterSeconds))])
         case .keyReused:
             throw APIError(status: 422, message: "This Idempotency-Key was already used for a different request")
         }
@@ -128,10 +126,11 @@ struct TaskRoutes: Sendable {
         return nil
     }
 
-    private static func created(_ task: Tagged<TaskItem>, body: [UInt8]? = nil) -> HTTPResponse {
-        var response = HTTPResponse.json(201, body ?? Self.body(task.value))
-        response.headers["Location"] = "/api/tasks/\(task.value.id)"
-        response.headers["ETag"] = task.etag.headerValue
+    /// A create's answer, first or replayed: the body, `Location`, and the tag when there is one.
+    private static func created(_ answer: RecordedAnswer) -> HTTPResponse {
+        var response = HTTPResponse.json(answer.status, answer.body)
+        response.headers["Location"] = "/api/tasks/\(answer.taskID)"
+        if let etag = answer.etag { response.headers["ETag"] = etag.headerValue }
         return response
     }
 

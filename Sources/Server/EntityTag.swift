@@ -11,6 +11,12 @@ public struct EntityTag: Sendable, Hashable {
         self.isWeak = weak
     }
 
+    /// A tag of `opaque`, or nil when it holds a character a tag cannot.
+    public init?(checking opaque: String, weak: Bool = false) {
+        guard opaque.utf8.allSatisfy(EntityTag.isETagCharacter) else { return nil }
+        self.init(opaque, weak: weak)
+    }
+
     /// As it is written in `ETag`, `If-Match` and `If-None-Match`.
     public var headerValue: String { isWeak ? "W/\"\(opaque)\"" : "\"\(opaque)\"" }
 

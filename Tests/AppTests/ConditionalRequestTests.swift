@@ -284,6 +284,19 @@ struct ConditionalRequestTests {
         }
     }
 
+    @Test func aRecordedAnswerChangedByHandStillReplaysWithoutCrashing() async throws {
+        try await withTestApp { app in
+            let key = [("Idempotency-Key", "edited-by-hand")]
+            let first = try await post(app, #"{"title": "kept"}"#, key)
+            #expect(first.status == 201)
+            try TestPostgres.psql(app.databaseURL, #"UPDATE task_management_idempotency_keys SET etag = 'not "a" tag'"#)
+            let replay = try await post(app, #"{"title": "kept"}"#, key)
+            #expect(replay.status == 201 && replay.body == first.body && replay.header("ETag") == nil)
+            #expect(replay.header("Idempotent-Replayed") == "true")
+            #expect(try await app.get("/healthz").status == 200)
+        }
+    }
+
     @Test func aKeyWhoseFirstRequestIsInFlightIsAnswered409() async throws {
         try await withTestApp { app in
             let key = "in-flight-\(UUID().uuidString)"
