@@ -10,3 +10,9 @@ struct APIError: Error, Equatable {
     static let preconditionFailed = APIError(status: 412, message: "The resource has changed: its ETag no longer matches")
     static let preconditionRequired = APIError(status: 428, message: "If-Match is required: send the ETag of the task you read")
 }
+
+/// The server has no room for the request now (every slot for streamed lists is taken): 503
+/// with `Retry-After`.
+struct Saturated: Error, Equatable {
+    let message: String
+}

@@ -15,6 +15,8 @@ struct AppConfiguration: Sendable {
     var connectTimeout: Duration
     var queryTimeout: Duration
     var stallThreshold: Duration
+    /// `DB_PGBOUNCER=transaction`: PostgreSQL is reached through a transaction pooler.
+    var transactionPooling: Bool
     var readyProbeTimeout: Duration
     var startupTimeout: Duration
     var maxBodyBytes: Int
@@ -30,6 +32,9 @@ struct AppConfiguration: Sendable {
     var requireIfMatch: Bool
     var idempotencyKeyLifetime: Duration
     var idempotencyPurgeInterval: Duration
+    var listBufferedRows: Int
+    var listFetchRows: Int
+    var listMaxStreams: Int
 
     static let defaultCORSOrigins = ["http://localhost:5173", "http://localhost:3000", "https://taskm.duckdns.org"]
 
@@ -64,6 +69,8 @@ struct AppConfiguration: Sendable {
         maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: server.maxConnections, range: 1...1_000_000)
         queryTimeout = .milliseconds(try reader.int("DB_QUERY_TIMEOUT_MS", default: milliseconds(pool.queryTimeout), range: 1...3_600_000))
         stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: milliseconds(pool.stallThreshold), range: 10...600_000))
+        // Session pooling behaves as a direct connection; only transaction pooling changes anything.
+        transactionPooling = try reader.choice("DB_PGBOUNCER", from: ["off", "session", "transaction"], default: "off") == "transaction"
         readyProbeTimeout = .milliseconds(try reader.int("READY_PROBE_TIMEOUT_MS", default: 1000, range: 1...600_000))
         guard queryTimeout < httpTimeout else {
             throw ConfigurationError(variable: "DB_QUERY_TIMEOUT_MS", message: "must be below HTTP_TIMEOUT_S, so a stuck query is answered 503 before the request times out")
@@ -73,6 +80,12 @@ struct AppConfiguration: Sendable {
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
         requireIfMatch = try reader.bool("REQUIRE_IF_MATCH", default: false)
         idempotencyKeyLifetime = .seconds(try reader.int("IDEMPOTENCY_KEY_TTL_S", default: 86_400, range: 1...2_592_000))
+        let streaming = ListStreaming()
+        listBufferedRows = try reader.int("LIST_BUFFERED_ROWS", default: streaming.bufferedRows, range: 1...1_000_000)
+        listFetchRows = try reader.int("LIST_FETCH_ROWS", default: streaming.fetchRows, range: 1...100_000)
+        // Each streamed list holds a connection while its client reads; two are left for the
+        // rest (pipelined, a few connections carry many requests).
+        listMaxStreams = try reader.int("LIST_MAX_STREAMS", default: max(1, poolSize - 2), range: 0...1000)
         idempotencyPurgeInterval = .seconds(try reader.int("IDEMPOTENCY_PURGE_INTERVAL_S", default: 300, range: 1...86_400))
     }
 }
@@ -108,6 +121,15 @@ private struct EnvironmentReader {
             throw ConfigurationError(variable: name, message: "must be a whole number from \(range.lowerBound) to \(range.upperBound) (got \"\(text)\")")
         }
         return number
+    }
+
+    func choice(_ name: String, from choices: [String], default value: String) throws -> String {
+        guard let text = environment[name] else { return value }
+        let choice = text.trimmingASCIISpaces().lowercased()
+        guard choices.contains(choice) else {
+            throw ConfigurationError(variable: name, message: "must be one of \(choices.joined(separator: ", ")) (got \"\(text)\")")
+        }
+        return choice
     }
 
     func bool(_ name: String, default value: Bool) throws -> Bool {

@@ -43,6 +43,8 @@ struct ErrorBoundary: Sendable {
             return Answer(status: error.status, message: error.message)
         case let error as HTTPError:
             return Answer(status: error.status, message: error.message, headers: error.headers)
+        case let error as Saturated:
+            return Answer(status: 503, message: error.message, headers: [("Retry-After", String(retryAfterSeconds))])
         case let error as PostgresError:
             if error.isTransient {
                 if let suppressed = unavailableWarnings.admit() {

@@ -23,10 +23,17 @@ struct PostgresTaskStore: TaskStore {
     /// The revision is read first, and the rows after it has been read: the rows may hold writes
     /// newer than the revision (then the tag is stale at once and the next revalidation fetches
     /// the list again), never miss one it counts, so a tag never vouches for older rows.
-    func list(sortBy: TaskSortField?, descending: Bool) async throws -> TaskList {
+    func list(sortBy: TaskSortField?, descending: Bool, limit: Int) async throws -> TaskList {
         let revision = try await revision.value()
-        let rows = try await pool.query(Statements.list(sortBy: sortBy, descending: descending))
+        let rows = try await pool.query(Statements.list(sortBy: sortBy, descending: descending), [.int(limit)])
         return TaskList(tasks: try TaskColumns.decodeAll(rows), revision: revision)
+    }
+
+    func openList(sortBy: TaskSortField?, descending: Bool, batchRows: Int) async throws -> any TaskListCursor {
+        try await PostgresListCursor.open(
+            pool, declare: Statements.declareList(sortBy: sortBy, descending: descending), fetch: Statements.fetchTaskList(rows: batchRows),
+            batchRows: batchRows
+        )
     }
 
     func listRevision() async throws -> Int64? {
@@ -190,7 +197,7 @@ private struct SQLPreconditions {
 }
 
 /// Where a result's task columns are, found by name once per result.
-private struct TaskColumns {
+struct TaskColumns {
     let id, title, description, status, createdAt, updatedAt: Int
 
     init(_ rows: PostgresRows) throws {

@@ -123,28 +123,57 @@ enum Statements {
         resource: tasksTable, returns: .command("DELETE")
     )
 
-    private static let lists: [String: PreparedStatement] = {
-        var statements: [String: PreparedStatement] = [:]
-        statements["id"] = PreparedStatement(
-            name: "list_tasks", sql: "SELECT \(taskColumns) FROM tasks ORDER BY id", readOnly: true, binaryResults: true,
-            resource: tasksTable, returns: .select(taskShape)
+    /// Per order (`id`, or `<field> ASC|DESC`): the list, its first `$1` rows at most.
+    private static let lists: [String: PreparedStatement] = listStatements { name, query in
+        PreparedStatement(
+            name: name, sql: "\(query) LIMIT $1", readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
         )
+    }
+
+    /// Per order: the whole list as the cursor `task_list`, read in batches by `fetchTaskList`
+    /// inside one transaction (one snapshot, however long the list).
+    private static let listCursors: [String: PreparedStatement] = listStatements { name, query in
+        PreparedStatement(
+            name: "declare_\(name)", sql: "DECLARE task_list NO SCROLL CURSOR FOR \(query)", resource: tasksTable,
+            returns: .command("DECLARE")
+        )
+    }
+
+    /// The list's query and statement name per order.
+    private static func listStatements(_ make: (String, String) -> PreparedStatement) -> [String: PreparedStatement] {
+        var statements: [String: PreparedStatement] = [:]
+        statements["id"] = make("list_tasks", "SELECT \(taskColumns) FROM tasks ORDER BY id")
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
-                statements["\(field.rawValue) \(direction)"] = PreparedStatement(
-                    name: "list_tasks_\(field.rawValue)_\(direction.lowercased())",
-                    sql: "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC",
-                    readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
+                statements["\(field.rawValue) \(direction)"] = make(
+                    "list_tasks_\(field.rawValue)_\(direction.lowercased())",
+                    "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC"
                 )
             }
         }
         return statements
-    }()
+    }
+
+    private static func key(_ sortBy: TaskSortField?, _ descending: Bool) -> String {
+        sortBy.map { "\($0.rawValue) \(descending ? "DESC" : "ASC")" } ?? "id"
+    }
 
     static func list(sortBy: TaskSortField?, descending: Bool) -> PreparedStatement {
-        guard let sortBy else { return lists["id"]! }
-        return lists["\(sortBy.rawValue) \(descending ? "DESC" : "ASC")"]!
+        lists[key(sortBy, descending)]!
+    }
+
+    static func declareList(sortBy: TaskSortField?, descending: Bool) -> PreparedStatement {
+        listCursors[key(sortBy, descending)]!
+    }
+
+    /// The next `rows` rows of the cursor `declareList` opened (the count is the server's
+    /// setting, never a client's).
+    static func fetchTaskList(rows: Int) -> PreparedStatement {
+        PreparedStatement(
+            name: "fetch_task_list_\(rows)", sql: "FETCH FORWARD \(rows) FROM task_list", binaryResults: true, resource: tasksTable,
+            returns: .rows("FETCH", taskShape)
+        )
     }
 
     static let selectSettings = PreparedStatement(

@@ -79,7 +79,8 @@ struct Application: Sendable {
             conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             connectTimeout: configuration.connectTimeout, pipelineDepth: configuration.pipelineDepth,
-            queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold
+            queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold,
+            transactionPooling: configuration.transactionPooling
         ), logger: logger, eventLoops: eventLoops)
         await pool.start()
         try await bootstrapSchema(pool, within: configuration.startupTimeout, logger: logger)
@@ -100,7 +101,11 @@ struct Application: Sendable {
         let store = PostgresTaskStore(pool: pool)
         TaskRoutes(
             store: store, requireIfMatch: configuration.requireIfMatch, idempotencyKeyLifetime: configuration.idempotencyKeyLifetime,
-            retryAfterSeconds: serverConfiguration.retryAfterSeconds
+            retryAfterSeconds: serverConfiguration.retryAfterSeconds,
+            streaming: ListStreaming(
+                bufferedRows: configuration.listBufferedRows, fetchRows: configuration.listFetchRows,
+                slots: .init(capacity: configuration.listMaxStreams), slotWait: configuration.acquireTimeout
+            )
         ).register(on: &router)
         OperationsRoutes(
             readiness: readiness, registry: registry, pool: pool, retryAfterSeconds: serverConfiguration.retryAfterSeconds

@@ -12,6 +12,8 @@ struct TaskRoutes: Sendable {
     var idempotencyKeyLifetime: Duration = .seconds(86_400)
     /// Seconds a client is told to wait before retrying a key whose first request is in flight.
     var retryAfterSeconds = 1
+    /// How lists too long to hold are written.
+    var streaming = ListStreaming()
 
     func register(on router: inout Router) {
         router.add(.get, "/api/tasks") { try await listTasks($0) }
@@ -32,15 +34,45 @@ struct TaskRoutes: Sendable {
            let answer = try Self.evaluateRead(request, current: Self.listTag(revision, sortBy, descending)) {
             return answer
         }
-        let list = try await store.list(sortBy: sortBy, descending: descending)
-        var json = JSONWriter(capacity: 64 + list.tasks.count * 220)
-        json.beginArray()
-        for task in list.tasks { task.write(to: &json) }
-        json.endArray()
-        json.newline()
-        var response = HTTPResponse.json(200, json.bytes)
+        let list = try await store.list(sortBy: sortBy, descending: descending, limit: streaming.bufferedRows + 1)
+        var response: HTTPResponse
+        if list.tasks.count <= streaming.bufferedRows {
+            var json = JSONWriter(capacity: 64 + list.tasks.count * 220)
+            json.beginArray()
+            for task in list.tasks { task.write(to: &json) }
+            json.endArray()
+            json.newline()
+            response = HTTPResponse.json(200, json.bytes)
+        } else {
+            response = try await streamedList(sortBy: sortBy, descending: descending)
+        }
         if let revision = list.revision { response.headers["ETag"] = Self.listTag(revision, sortBy, descending).headerValue }
         return response
+    }
+
+    /// A list longer than `streaming.bufferedRows`: read again from a cursor (opened before the
+    /// answer's head goes out, so a failure to open is still an error answer), one batch at a
+    /// time, each written before the next is read, so its memory is a batch and the socket's
+    /// output bound whatever the client's speed. The bytes are those of the list written whole.
+    private func streamedList(sortBy: TaskSortField?, descending: Bool) async throws -> HTTPResponse {
+        guard await streaming.slots.take(within: streaming.slotWait) else {
+            throw Saturated(message: "Too many long lists are being sent, try again shortly")
+        }
+        let slot = ListStreaming.Lease(streaming.slots)
+        let cursor = try await store.openList(sortBy: sortBy, descending: descending, batchRows: streaming.fetchRows)
+        // The slot and the cursor go when the answer does: written, or dropped unwritten (HEAD).
+        return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/json")])) { writer in
+            withExtendedLifetime(slot) {}
+            var json = JSONWriter(capacity: 16)
+            json.beginArray()
+            while let batch = try await cursor.next() {
+                for task in batch { task.write(to: &json) }
+                try await writer.write(json.takeBytes(reservingCapacity: batch.count * 220 + 16))
+            }
+            json.endArray()
+            json.newline()
+            try await writer.write(json.takeBytes())
+        }
     }
 
     /// The list's weak tag: its revision and the order it is sorted in.

@@ -6,7 +6,11 @@ import Server
 /// the list with the revision it was read at. Writes take the request's preconditions and check
 /// them in the same step as the write.
 protocol TaskStore: Sendable {
-    func list(sortBy: TaskSortField?, descending: Bool) async throws -> TaskList
+    /// The list's first `limit` tasks at most, and the revision it was read at.
+    func list(sortBy: TaskSortField?, descending: Bool, limit: Int) async throws -> TaskList
+    /// The whole list from one snapshot, ready to be read `batchRows` tasks at a time (its
+    /// database work has begun when this returns, so a failure to start is thrown here).
+    func openList(sortBy: TaskSortField?, descending: Bool, batchRows: Int) async throws -> any TaskListCursor
     /// The list's current revision (nil when it cannot be told), without reading the list.
     func listRevision() async throws -> Int64?
     func find(id: Int) async throws -> Tagged<TaskItem>?
@@ -24,6 +28,13 @@ protocol TaskStore: Sendable {
     func purgeExpiredIdempotencyKeys(limit: Int) async throws -> Int
     /// Folds the revision counter's rows of backends that have gone into one; how many it folded.
     func compactRevisionCounter() async throws -> Int
+}
+
+/// The list being read in batches: each `next` reads the next batch (nil after the last). It
+/// holds what it reads from (a database connection) until the last batch or until it is
+/// dropped, whichever comes first.
+protocol TaskListCursor: Sendable {
+    func next() async throws -> [TaskItem]?
 }
 
 /// A value with the entity tag of its representation.

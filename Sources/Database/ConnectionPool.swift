@@ -286,7 +286,7 @@ public actor ConnectionPool {
                         queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold,
                         maxInFlight: PostgresConnection.inFlightPerDepth * configuration.pipelineDepth + 8
                     ),
-                    canceller: canceller,
+                    transactionPooled: configuration.transactionPooling, canceller: canceller,
                     onStall: { [weak self] report in
                         Task { await self?.stallReported(id, report) }
                     },

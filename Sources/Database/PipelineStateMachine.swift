@@ -20,6 +20,12 @@ import DequeModule
 /// that failed part-way the errors are answered and the reads run again (nothing vouches for
 /// their results); writes are never sent twice.
 ///
+/// Behind a transaction pooler (PgBouncer's `pool_mode = transaction`) the backend may change
+/// hands at every sync that leaves no transaction open, so such a connection
+/// (`transactionPooled`) prepares nothing (each statement is parsed unnamed in its own segment)
+/// and keeps one segment on the wire at a time: what is enqueued meanwhile waits, and goes out
+/// when that segment's sync is back (waiting reads together, behind one sync).
+///
 /// Deadlines (nanoseconds on a monotonic clock the caller reads): a query past its deadline is
 /// answered `.queryTimeout` and cancelled on the server; a connection whose work made no
 /// progress for `stallThreshold` is reported stalled (its queued reads on other resources are
@@ -216,9 +222,16 @@ struct PipelineStateMachine<Query, Rows> {
     private var cancelSent: (serial: UInt64, first: UInt64, last: UInt64)?
     /// The serial the next query gets: unique for the connection's life.
     private var nextSerial: UInt64 = 0
+    /// Behind a transaction pooler: nothing prepared, one segment on the wire at a time.
+    let transactionPooled: Bool
+    /// Syncs sent and not yet back.
+    private var syncsOnWire = 0
+    /// Queries waiting for the segment on the wire to end (transaction-pooled only), in order.
+    private var waiting: Deque<QueryID> = []
 
-    init(deadlines: Deadlines, firstCheckValue: UInt64 = .random(in: .min ... .max)) {
+    init(deadlines: Deadlines, transactionPooled: Bool = false, firstCheckValue: UInt64 = .random(in: .min ... .max)) {
         self.deadlines = deadlines
+        self.transactionPooled = transactionPooled
         queryTimeout = nanoseconds(deadlines.queryTimeout)
         stallThreshold = nanoseconds(deadlines.stallThreshold)
         nextCheckValue = firstCheckValue
@@ -274,6 +287,10 @@ struct PipelineStateMachine<Query, Rows> {
     /// loop's turn.
     private mutating func send(_ id: QueryID, into actions: inout [Action]) {
         guard let entry = entries[id] else { return }
+        if transactionPooled {
+            sendPooled(id, entry, into: &actions)
+            return
+        }
         switch entry.command {
         case .simple:
             syncPendingReads(into: &actions)
@@ -305,6 +322,58 @@ struct PipelineStateMachine<Query, Rows> {
         actions.append(.flush)
     }
 
+    /// `send` behind a transaction pooler: the query waits while a segment is on the wire; a read
+    /// opens a batch that this turn's reads join, anything else is a segment of its own.
+    private mutating func sendPooled(_ id: QueryID, _ entry: Entry, into actions: inout [Action]) {
+        if !entry.command.isReadOnly && unsyncedReads > 0 {
+            syncPendingReads(into: &actions)  // the reads' segment goes first; the write waits for it
+            actions.append(.flush)
+        }
+        guard syncsOnWire == 0 else {
+            entry.references += 1
+            waiting.append(id)
+            return
+        }
+        put(.execute(id), .sendExecute(entry.query), into: &actions)
+        if entry.command.isReadOnly {
+            unsyncedReads += 1
+            if unsyncedReads == 1 { actions.append(.scheduleSync) }
+            return  // `endOfTurn` syncs and flushes
+        }
+        sync(into: &actions)
+        actions.append(.flush)
+    }
+
+    /// Behind a transaction pooler, once the wire is clear: the first waiting query goes out,
+    /// and when it is a read, the reads waiting after it join its segment (and any read sent
+    /// again already in it).
+    private mutating func sendWaiting(into actions: inout [Action]) {
+        guard transactionPooled, syncsOnWire == 0 else { return }
+        var batchOpen = unsyncedReads > 0
+        while let id = waiting.first {
+            guard let entry = entries[id], !entry.answered else {  // timed out or released while waiting
+                waiting.removeFirst()
+                release(id)
+                continue
+            }
+            if batchOpen && !entry.command.isReadOnly { break }  // after the reads' segment
+            waiting.removeFirst()
+            entry.references -= 1
+            put(.execute(id), .sendExecute(entry.query), into: &actions)
+            if !entry.command.isReadOnly {
+                sync(into: &actions)
+                actions.append(.flush)
+                return
+            }
+            batchOpen = true
+        }
+        if batchOpen {
+            unsyncedReads = 0
+            sync(into: &actions)
+            actions.append(.flush)
+        }
+    }
+
     private mutating func put(_ item: WireItem, _ action: Action, into actions: inout [Action]) {
         if let id = item.queryID { entries[id]?.references += 1 }
         wire.append(item)
@@ -319,6 +388,7 @@ struct PipelineStateMachine<Query, Rows> {
             put(.check(value), .sendCheck(value), into: &actions)
         }
         put(.sync(checked: checksSegments), .sendSync, into: &actions)
+        syncsOnWire += 1
     }
 
     /// Closes the batch of reads sent so far, if any.
@@ -426,7 +496,9 @@ struct PipelineStateMachine<Query, Rows> {
             return poison("a sync where \(describe(wire.first)) was expected")
         }
         wire.removeFirst()
+        syncsOnWire -= 1
         var actions = segmentEnded(checked: checked)
+        if isOpen { sendWaiting(into: &actions) }
         // Nothing left in flight: a stall is over now, not at the watchdog's next tick (until then
         // the pool would keep the connection out of use).
         if isOpen && isStalled && wire.isEmpty {
@@ -501,7 +573,7 @@ struct PipelineStateMachine<Query, Rows> {
         guard isOpen else { return [] }
         var actions: [Action] = []
         let timeout = PostgresError(.queryTimeout, "no answer from PostgreSQL within \(deadlines.queryTimeout)")
-        for id in wire.lazy.compactMap(\.queryID) + segment {
+        for id in wire.lazy.compactMap(\.queryID) + segment + waiting {
             guard let entry = entries[id], !entry.answered, entry.deadline <= now else { continue }
             answer(id, .failure(timeout), into: &actions)
         }
@@ -523,8 +595,8 @@ struct PipelineStateMachine<Query, Rows> {
         } else if entry.deadline <= now {
             actions += cancel(head, now: now)
         }
-        if wire.count > deadlines.maxInFlight {
-            return actions + fail(PostgresError(.queryTimeout, "\(wire.count) statements in flight on a stalled connection"))
+        if wire.count + waiting.count > deadlines.maxInFlight {
+            return actions + fail(PostgresError(.queryTimeout, "\(wire.count + waiting.count) statements in flight on a stalled connection"))
         }
         return actions
     }
@@ -534,7 +606,7 @@ struct PipelineStateMachine<Query, Rows> {
     /// come, are dropped). Writes stay: they may still commit, and are never sent twice.
     private mutating func releaseReads(behind head: QueryID, into actions: inout [Action]) {
         let resource = entries[head]?.command.resource ?? ""
-        for id in wire.lazy.compactMap(\.queryID) where id != head {
+        for id in wire.lazy.compactMap(\.queryID) + waiting where id != head {
             guard let entry = entries[id], entry.command.isReadOnly, entry.command.resource != resource else { continue }
             answer(id, .failure(PostgresError(.stalled, "queued behind a blocked statement on \(resource)")), into: &actions)
         }
@@ -620,6 +692,8 @@ struct PipelineStateMachine<Query, Rows> {
         }
         wire.removeAll()
         segment.removeAll()
+        waiting.removeAll()
+        syncsOnWire = 0
         entries.removeAll()
         segmentCheck = nil
         unsyncedReads = 0

@@ -19,13 +19,17 @@ public struct PoolConfiguration: Sendable {
     /// How long a connection with statements in flight may go without any result before it
     /// counts as stalled and gets no new work.
     public var stallThreshold: Duration
+    /// The server is reached through a transaction pooler (PgBouncer's `pool_mode =
+    /// transaction`), whose backends change hands between transactions: statements are parsed
+    /// unnamed, never prepared, and each connection keeps one transaction on the wire at a time.
+    public var transactionPooling: Bool
 
     public init(
         conninfo: String, applicationName: String = "task-management", maxConnections: Int = 8,
         minConnections: Int = 1, maxWaiters: Int = PoolConfiguration.defaultMaxWaiters, acquireTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
         maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16,
-        queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .seconds(1)
+        queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .seconds(1), transactionPooling: Bool = false
     ) {
         self.conninfo = conninfo
         self.applicationName = applicationName
@@ -39,6 +43,7 @@ public struct PoolConfiguration: Sendable {
         self.pipelineDepth = max(1, pipelineDepth)
         self.queryTimeout = queryTimeout
         self.stallThreshold = stallThreshold
+        self.transactionPooling = transactionPooling
     }
 
     /// Requests that may wait for a connection by default.

@@ -12,11 +12,13 @@ extension PostgresConnection {
     /// then driven on `loop`.
     static func connect(
         id: Int, conninfo: String, applicationName: String, timeout: Duration, loop: EventLoop, starter: EventLoop,
-        deadlines: Deadlines, canceller: EventLoop,
+        deadlines: Deadlines, transactionPooled: Bool, canceller: EventLoop,
         onStall: @escaping @Sendable (StallReport) -> Void,
         onUnexpectedClose: @escaping @Sendable (PostgresError) -> Void
     ) async throws -> PostgresConnection {
-        let connection = PostgresConnection(id: id, loop: loop, deadlines: deadlines, canceller: canceller)
+        let connection = PostgresConnection(
+            id: id, loop: loop, deadlines: deadlines, transactionPooled: transactionPooled, canceller: canceller
+        )
         let deadline = ContinuousClock.now + timeout
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
             starter.execute {
@@ -29,12 +31,15 @@ extension PostgresConnection {
             }
         }
         do {
+            // PgBouncer carries TimeZone over to whichever backend serves the next transaction.
             _ = try await connection.simpleQuery("SET TIME ZONE 'UTC'")
-            do {
-                _ = try await connection.simpleQuery("PREPARE \(checkStatement) (int8) AS SELECT $1")
-            } catch let error as PostgresError where error.sqlState == "42P05" {
-                // Already prepared in this session (a session pooler handed over a used one): a
-                // different definition would fail every check and poison the connection.
+            if !transactionPooled {
+                do {
+                    _ = try await connection.simpleQuery("PREPARE \(checkStatement) (int8) AS SELECT $1")
+                } catch let error as PostgresError where error.sqlState == "42P05" {
+                    // Already prepared in this session (a session pooler handed over a used one): a
+                    // different definition would fail every check and poison the connection.
+                }
             }
         } catch {
             // Its events are registered and refer to it: they go before it does.

@@ -6,8 +6,8 @@ import Synchronization
 /// One PostgreSQL connection driven non-blocking by a libevent loop: the libpq glue around a
 /// `PipelineStateMachine`, which makes every decision (what to send, when a statement is
 /// answered, when the connection is poisoned, stalled or past a deadline). `PQsocket` is
-/// watched by the loop, statements are sent with `PQsendPrepare`/`PQsendQueryPrepared` in
-/// pipeline mode and flushed with `PQflush`, results read with `PQconsumeInput`/`PQisBusy`/
+/// watched by the loop, statements are sent with `PQsendPrepare`/`PQsendQueryPrepared` (behind
+/// a transaction pooler, unnamed with `PQsendQueryParams`) in pipeline mode and flushed with `PQflush`, results read with `PQconsumeInput`/`PQisBusy`/
 /// `PQgetResult`. Every libpq call happens on the loop thread, never on Swift's cooperative
 /// threads; callers just `await`. `PQcancel` blocks, so it runs on the pool's canceller thread.
 public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent and machine state is touched only on `loop`'s thread; `broken` and `readBatchOpen` are atomic
@@ -52,12 +52,15 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     /// The watchdog runs every half stall threshold, but not more often than this.
     static let minWatchdogInterval = Duration.milliseconds(5)
 
-    init(id: Int, loop: EventLoop, deadlines: Deadlines, canceller: EventLoop) {
+    /// The check's SQL when it cannot be prepared (behind a transaction pooler): parsed unnamed.
+    static let unnamedCheckSQL = "SELECT $1::int8"
+
+    init(id: Int, loop: EventLoop, deadlines: Deadlines, transactionPooled: Bool, canceller: EventLoop) {
         self.id = id
         self.loop = loop
         self.deadlines = deadlines
         self.canceller = canceller
-        machine = Machine(deadlines: deadlines)
+        machine = Machine(deadlines: deadlines, transactionPooled: transactionPooled)
     }
 
     /// True once the connection has failed; it must not be used again.
@@ -201,11 +204,15 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
                 return copy
             }
             defer { pointers.forEach { $0?.deallocate() } }
+            let count = Int32(parameters.count)
+            let resultFormat: Int32 = statement.binaryResults ? 1 : 0
+            let unnamed = machine.transactionPooled
             return pointers.withUnsafeMutableBufferPointer { buffer in
                 buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(1, buffer.count)) { values in
-                    PQsendQueryPrepared(
-                        pg, statement.name, Int32(parameters.count), parameters.isEmpty ? nil : values, nil, nil, statement.binaryResults ? 1 : 0
-                    )
+                    let values = parameters.isEmpty ? nil : values
+                    return unnamed
+                        ? PQsendQueryParams(pg, statement.sql, count, nil, values, nil, nil, resultFormat)
+                        : PQsendQueryPrepared(pg, statement.name, count, values, nil, nil, resultFormat)
                 }
             }
         }
@@ -218,7 +225,11 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
             var pointer: UnsafePointer<CChar>? = bytes.baseAddress!.assumingMemoryBound(to: CChar.self)
             var length = Int32(8)
             var format = Int32(1)
-            return PQsendQueryPrepared(pg, Self.checkStatement, 1, &pointer, &length, &format, 1) == 1
+            guard machine.transactionPooled else {
+                return PQsendQueryPrepared(pg, Self.checkStatement, 1, &pointer, &length, &format, 1) == 1
+            }
+            var type = PostgresType.int8
+            return PQsendQueryParams(pg, Self.unnamedCheckSQL, 1, &type, &pointer, &length, &format, 1) == 1
         }
     }
 

@@ -27,6 +27,9 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     private var processing = false
     /// The socket is still open (`close()` has not run).
     private var isOpen = true
+    /// The streamed answer being written: its framing, and its producer while it waits for the
+    /// output to drain.
+    private var stream: (chunked: Bool, keepAlive: Bool, waiting: CheckedContinuation<Void, Error>?)?
 
     init(owner: ServerLoop, socket: Int32) {
         self.owner = owner
@@ -98,6 +101,10 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
         guard pendingOutput.isEmpty else { return }
         writer?.disarm()
+        if let waiting = stream?.waiting {
+            stream?.waiting = nil
+            waiting.resume()
+        }
         perform(machine.outputDrained(now: now))
     }
 
@@ -190,18 +197,99 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     }
 
     private func finish(_ response: HTTPResponse, to head: RequestHead, requestID: String) {
-        context.requestFinished()
-        guard let keepAlive = machine.answerReady(
+        let streamed = response.bodyStream != nil && head.method != .head && ResponseSerializer.mayHaveBody(response.status)
+        if !streamed { context.requestFinished() }
+        guard let answerKeepAlive = machine.answerReady(
             keepAliveRequested: head.keepAlive, hasBufferedInput: !input.isEmpty, draining: context.isDraining
-        ) else { return }
+        ) else {
+            if streamed { context.requestFinished() }
+            return
+        }
+        let http10 = head.minorVersion == 0
+        // An HTTP/1.0 client learns where a streamed body ends only from the connection closing.
+        let keepAlive = answerKeepAlive && !(streamed && http10)
+        // HEAD gets the head a GET would (a stream's framing too), and no producer runs.
+        let framing: ResponseSerializer.BodyFraming = response.bodyStream == nil ? .whole : http10 ? .untilClose : .chunked
         send(ResponseSerializer.bytes(
-            of: response, keepAlive: keepAlive, http10: head.minorVersion == 0, omitBody: head.method == .head, requestID: requestID,
-            dateLine: owner.dateHeader.current()
+            of: response, keepAlive: keepAlive, http10: http10, omitBody: head.method == .head, requestID: requestID,
+            dateLine: owner.dateHeader.current(), framing: framing
         ))
-        perform(machine.answerQueued(
-            keepAlive: keepAlive, outputOverBound: pendingOutput.count > context.configuration.maxPendingOutputBytes, now: now
-        ))
+        guard streamed, let produce = response.bodyStream else {
+            perform(machine.answerQueued(
+                keepAlive: keepAlive, outputOverBound: pendingOutput.count > context.configuration.maxPendingOutputBytes, now: now
+            ))
+            return
+        }
+        startStream(produce, chunked: !http10, keepAlive: keepAlive)
     }
+
+    // MARK: Streamed answers
+
+    /// Runs the producer of a streamed body (its head is queued): its parts are written as they
+    /// come, and it waits whenever more than the output bound is queued. Ends with the last chunk
+    /// and the next request, or with a reset when the producer fails.
+    private func startStream(_ produce: @escaping HTTPResponse.BodyStream, chunked: Bool, keepAlive: Bool) {
+        stream = (chunked, keepAlive, nil)
+        perform(machine.streamStarted(now: now))
+        let loop = owner.loop
+        let writer = ResponseBodyWriter(loop: loop) { [self] bytes, continuation in streamPart(bytes, continuation) }
+        Task.immediate(executorPreference: loop) {
+            let outcome: Result<Void, Error>
+            do {
+                try await produce(writer)
+                outcome = .success(())
+            } catch {
+                outcome = .failure(error)
+            }
+            loop.runOnLoop { self.endStream(outcome) }
+        }
+    }
+
+    /// One part of the streamed body, on the loop.
+    private func streamPart(_ bytes: [UInt8], _ continuation: CheckedContinuation<Void, Error>) {
+        guard isOpen, let current = stream, current.waiting == nil else {
+            continuation.resume(throwing: ResponseStreamClosed())
+            return
+        }
+        if current.chunked {
+            send(Array((String(bytes.count, radix: 16) + "\r\n").utf8))
+            send(bytes)
+            send(Self.crlf)
+        } else {
+            send(bytes)
+        }
+        if isOpen && pendingOutput.count > context.configuration.maxPendingOutputBytes {
+            stream?.waiting = continuation  // resumed by `onWritable` once drained, or by `close`
+        } else if isOpen {
+            continuation.resume()
+        } else {
+            continuation.resume(throwing: ResponseStreamClosed())
+        }
+    }
+
+    /// The producer returned (or threw): the body's end, then the connection goes on as after
+    /// any answer; a failed body resets the connection.
+    private func endStream(_ outcome: Result<Void, Error>) {
+        context.requestFinished()
+        guard let current = stream else { return }
+        stream = nil
+        guard isOpen else { return }
+        switch outcome {
+        case .success:
+            if current.chunked { send(Self.lastChunk) }
+            perform(machine.answerQueued(
+                keepAlive: current.keepAlive, outputOverBound: pendingOutput.count > context.configuration.maxPendingOutputBytes, now: now
+            ))
+        case .failure(let error):
+            if !(error is ResponseStreamClosed) {
+                context.logger.warning("streamed answer failed part-way; connection reset", metadata: ["error": "\(error)"])
+            }
+            perform(machine.streamFailed())
+        }
+    }
+
+    private static let crlf: [UInt8] = [0x0D, 0x0A]
+    private static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
 
     // MARK: Writing
 
@@ -236,6 +324,10 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         writer = nil
         deadlineTimer = nil
         pendingOutput = OutputBuffer()
+        if let waiting = stream?.waiting {
+            stream?.waiting = nil
+            waiting.resume(throwing: ResponseStreamClosed())
+        }
         Glibc.close(socket)
         input = []
         owner.connectionClosed(self)

@@ -5,14 +5,17 @@
 ///
 /// Requests on one connection are served one at a time, in order. Every state has an absolute
 /// deadline set when it is entered and never pushed back by input: waiting for and reading a
-/// request, handling it, and writing its answer (`timeouts.io` each), lingering after the last
-/// answer (`timeouts.linger`). A client trickling one byte a second gains nothing.
+/// request, handling it, and writing its answer (`timeouts.io` each; a streamed answer must be
+/// produced and written whole in one), lingering after the last answer (`timeouts.linger`).
+/// A client trickling one byte a second gains nothing.
 struct HTTPConnectionStateMachine {
     enum State: Equatable {
         /// Waiting for (more of) a request.
         case reading
         /// A handler is running.
         case handling
+        /// A streamed answer is being produced and written (`HTTPResponse.bodyStream`).
+        case streaming
         /// The last answer is queued; linger once it is written.
         case closingAfterWrite
         /// Answer written, write side shut; discarding input until the client closes.
@@ -102,7 +105,7 @@ struct HTTPConnectionStateMachine {
             return .discard
         case .closed:
             return .none
-        case .reading, .handling, .closingAfterWrite:
+        case .reading, .handling, .streaming, .closingAfterWrite:
             let busy = state != .reading || waitingForOutput
             if busy && bufferedInput >= maxPendingInputBytes {
                 readPaused = true
@@ -118,7 +121,7 @@ struct HTTPConnectionStateMachine {
         peerClosedInput = true
         var actions = pauseReading()
         switch state {
-        case .handling, .closingAfterWrite, .closed:
+        case .handling, .streaming, .closingAfterWrite, .closed:
             break
         case .reading where waitingForOutput:
             break
@@ -149,6 +152,9 @@ struct HTTPConnectionStateMachine {
             // Its database work has deadlines of its own, so this is a bug or a stall: the client
             // is told, and the handler's late answer is dropped.
             return [.warnHandlerOverran] + fail(status: 503, message: "Request timed out", now: now)
+        case .streaming:
+            state = .closed
+            return [.abort]  // too slow a reader (or producer) for the deadline: the body is cut short
         case .reading, .closingAfterWrite, .lingering:
             return [close()]
         case .closed:
@@ -199,8 +205,24 @@ struct HTTPConnectionStateMachine {
         return keepAliveRequested && !(peerClosedInput && !hasBufferedInput) && !draining
     }
 
-    /// The answer is queued for writing.
+    /// The answer's head is queued and its body will be streamed: one deadline for all of it.
+    mutating func streamStarted(now: Duration) -> [Action] {
+        guard state == .handling else { return [] }
+        state = .streaming
+        return [arm(.io, now: now)]
+    }
+
+    /// The streamed body could not be finished (its producer failed): the client must see it
+    /// cut short, so the connection is reset.
+    mutating func streamFailed() -> [Action] {
+        guard state == .streaming else { return [] }
+        state = .closed
+        return [.abort]
+    }
+
+    /// The answer is queued for writing (a streamed one: its last part).
     mutating func answerQueued(keepAlive: Bool, outputOverBound: Bool, now: Duration) -> [Action] {
+        guard state == .handling || state == .streaming else { return [] }
         guard keepAlive else { return closeAfterWrite() }
         state = .reading
         // One window for writing this answer and reading the next request.

@@ -1,13 +1,22 @@
-/// One HTTP response: status, headers and the whole body.
+/// One HTTP response: status, headers and the whole body, or a body written as it is produced.
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// Produces the body instead of `body` (an answer too large to hold at once): it is sent
+    /// with `Transfer-Encoding: chunked` (to an HTTP/1.0 client, until the connection closes),
+    /// and each `write` waits while the client reads slower than the producer writes. When the
+    /// producer throws, the connection is reset: the client sees the body cut short, never a
+    /// body that looks whole.
+    public var bodyStream: BodyStream?
 
-    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
+    public typealias BodyStream = @Sendable (ResponseBodyWriter) async throws -> Void
+
+    public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], bodyStream: BodyStream? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.bodyStream = bodyStream
     }
 
     /// A response with `Content-Type: application/json` and `body` as written.

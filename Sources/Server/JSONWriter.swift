@@ -11,6 +11,15 @@ public struct JSONWriter: Sendable {
         bytes.reserveCapacity(capacity)
     }
 
+    /// Hands over what is written so far and goes on with an empty buffer, in the same place
+    /// of the document (a long array written in parts is byte for byte the array written whole).
+    public mutating func takeBytes(reservingCapacity capacity: Int = 256) -> [UInt8] {
+        var taken: [UInt8] = []
+        taken.reserveCapacity(capacity)
+        swap(&taken, &bytes)
+        return taken
+    }
+
     public mutating func beginObject() { separate(); bytes.append(UInt8(ascii: "{")); needsComma = false }
     public mutating func endObject() { bytes.append(UInt8(ascii: "}")); needsComma = true }
     public mutating func beginArray() { separate(); bytes.append(UInt8(ascii: "[")); needsComma = false }

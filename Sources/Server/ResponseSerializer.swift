@@ -4,7 +4,8 @@ enum ResponseSerializer {
     /// request id unless the response sets one, the connection header the version needs, and
     /// `dateLine` (a whole `Date` header line, from `HTTPDateHeader`).
     static func bytes(
-        of response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?, dateLine: [UInt8]
+        of response: HTTPResponse, keepAlive: Bool, http10: Bool, omitBody: Bool, requestID: String?, dateLine: [UInt8],
+        framing: BodyFraming = .whole
     ) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(160 + response.body.count)
@@ -17,9 +18,13 @@ enum ResponseSerializer {
         for (name, value) in response.headers {
             appendHeader(name, value, to: &out)
         }
-        let mayHaveBody = response.status != 204 && response.status != 304 && response.status >= 200
+        let mayHaveBody = mayHaveBody(response.status)
         if mayHaveBody {
-            appendHeader("Content-Length", String(response.body.count), to: &out)
+            switch framing {
+            case .whole: appendHeader("Content-Length", String(response.body.count), to: &out)
+            case .chunked: appendHeader("Transfer-Encoding", "chunked", to: &out)
+            case .untilClose: break
+            }
         }
         if let requestID, !response.headers.contains("X-Request-ID") {
             appendHeader("X-Request-ID", requestID, to: &out)
@@ -30,8 +35,19 @@ enum ResponseSerializer {
             appendHeader("Connection", "keep-alive", to: &out)
         }
         out.append(contentsOf: crlf)
-        if !omitBody && mayHaveBody { out.append(contentsOf: response.body) }
+        if !omitBody && mayHaveBody && framing == .whole { out.append(contentsOf: response.body) }
         return out
+    }
+
+    /// How the body's end is marked: its length, chunks (a streamed body), or the connection
+    /// closing (a streamed body to an HTTP/1.0 client).
+    enum BodyFraming: Equatable {
+        case whole, chunked, untilClose
+    }
+
+    /// Whether an answer with `status` carries a body at all.
+    static func mayHaveBody(_ status: Int) -> Bool {
+        status != 204 && status != 304 && status >= 200
     }
 
     /// The interim answer to `Expect: 100-continue`.

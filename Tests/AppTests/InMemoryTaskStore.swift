@@ -40,7 +40,24 @@ final class InMemoryTaskStore: TaskStore {
         return Tagged(value: settings, etag: tag(json.bytes))
     }
 
-    func list(sortBy: TaskSortField?, descending: Bool) async throws -> TaskList {
+    func list(sortBy: TaskSortField?, descending: Bool, limit: Int) async throws -> TaskList {
+        let whole = sortedList(sortBy: sortBy, descending: descending)
+        return TaskList(tasks: Array(whole.tasks.prefix(limit)), revision: whole.revision)
+    }
+
+    func openList(sortBy: TaskSortField?, descending: Bool, batchRows: Int) async throws -> any TaskListCursor {
+        let tasks = sortedList(sortBy: sortBy, descending: descending).tasks
+        return ArrayCursor(batches: stride(from: 0, to: tasks.count, by: batchRows).map { Array(tasks[$0..<min(tasks.count, $0 + batchRows)]) })
+    }
+
+    /// A list already read, handed out a batch at a time.
+    final class ArrayCursor: TaskListCursor {
+        private let batches: LockedValue<[[TaskItem]]>
+        init(batches: [[TaskItem]]) { self.batches = LockedValue(batches) }
+        func next() async throws -> [TaskItem]? { batches.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
+    }
+
+    private func sortedList(sortBy: TaskSortField?, descending: Bool) -> TaskList {
         let (tasks, revision) = state.withLock { (Array($0.tasks.values), $0.revision) }
         guard let sortBy else { return TaskList(tasks: tasks.sorted { $0.id < $1.id }, revision: revision) }
         func key(_ task: TaskItem) -> [UInt8] {

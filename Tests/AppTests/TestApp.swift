@@ -38,10 +38,27 @@ struct TestApp {
     let port: Int
     let databaseURL: String
 
-    static func start(_ variant: SchemaVariant = .alembic, environment extra: [String: String] = [:]) async throws -> TestApp {
-        let url = try TestPostgres.createDatabase()
-        if let sql = variant.setupSQL { try TestPostgres.psql(url, sql) }
+    /// With `TEST_PGBOUNCER_PORT` set (`make test`'s PgBouncer pass), the application reaches its
+    /// database through the PgBouncer in transaction pooling mode listening there, with
+    /// `DB_PGBOUNCER=transaction`; the tests' own psql still goes direct.
+    /// `database`: serve that database (another app's) instead of a new one.
+    static func start(
+        _ variant: SchemaVariant = .alembic, environment extra: [String: String] = [:], database: String? = nil
+    ) async throws -> TestApp {
+        let url: String
+        if let database {
+            url = database
+        } else {
+            url = try TestPostgres.createDatabase()
+            if let sql = variant.setupSQL { try TestPostgres.psql(url, sql) }
+        }
         var environment = ["DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": "0", "LOG_LEVEL": "warning", "DB_POOL_SIZE": "8"]
+        if let bouncer = ProcessInfo.processInfo.environment["TEST_PGBOUNCER_PORT"].flatMap(Int.init) {
+            var components = URLComponents(string: url)!
+            components.port = bouncer
+            environment["DATABASE_URL"] = components.string!
+            environment["DB_PGBOUNCER"] = "transaction"
+        }
         environment.merge(extra) { $1 }
         let configuration = try AppConfiguration(environment: environment)
         let application = try await Application.make(configuration, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test"))

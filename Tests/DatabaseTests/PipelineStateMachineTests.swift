@@ -250,6 +250,96 @@ struct PipelineStateMachineTests {
         #expect(words(m.cancelStalledHead(now: 10 * Self.ms)) == ["answer w: stalled", "cancel"])
         #expect(words(m.cancelStalledHead(now: 20 * Self.ms)) == [])
     }
+
+    // MARK: Behind a transaction pooler
+
+    /// A transaction-pooled machine that checks segments, its first check echoing 100.
+    private func pooledMachine() -> Machine {
+        var machine = Machine(deadlines: deadlines, transactionPooled: true, firstCheckValue: 100)
+        machine.startCheckingSegments()
+        return machine
+    }
+
+    @Test func behindATransactionPoolerNothingIsPreparedAndOneSegmentIsOnTheWireAtATime() {
+        var m = pooledMachine()
+        #expect(words(m.enqueue("w1", Self.write, deadline: 1000 * Self.ms, now: 0)) == ["execute w1", "check 100", "sync", "flush"])
+        // Everything else waits for that segment's sync: the backend may change hands after it.
+        #expect(words(m.enqueue("r1", Self.read, deadline: 1000 * Self.ms, now: 0)) == [])
+        #expect(words(m.enqueue("w2", Self.write, deadline: 1000 * Self.ms, now: 0)) == [])
+        #expect(words(m.enqueue("r2", Self.read, deadline: 1000 * Self.ms, now: 0)) == [])
+        #expect(words(m.endOfTurn()) == [])
+        #expect(command(&m, .rows("UPDATE 1")) == [])
+        #expect(command(&m, .echo(100)) == [])
+        // The first waiting query goes out; a write does not join the reads' segment.
+        #expect(words(m.syncReceived()) == ["answer w1: UPDATE 1", "execute r1", "check 101", "sync", "flush"])
+        #expect(command(&m, .rows("R1")) == [])
+        #expect(command(&m, .echo(101)) == [])
+        #expect(words(m.syncReceived()) == ["answer r1: R1", "execute w2", "check 102", "sync", "flush"])
+        #expect(command(&m, .rows("UPDATE 1")) == [])
+        #expect(command(&m, .echo(102)) == [])
+        #expect(words(m.syncReceived()) == ["answer w2: UPDATE 1", "execute r2", "check 103", "sync", "flush"])
+        #expect(command(&m, .rows("R2")) == [])
+        #expect(command(&m, .echo(103)) == [])
+        #expect(words(m.syncReceived()) == ["answer r2: R2"])
+        // Idle again: the next read opens a batch at once.
+        #expect(words(m.enqueue("r3", Self.read, deadline: 1000 * Self.ms, now: 0)) == ["execute r3", "schedule sync"])
+    }
+
+    @Test func behindATransactionPoolerWaitingReadsGoOutTogetherBehindOneSync() {
+        var m = pooledMachine()
+        _ = m.enqueue("a", Self.read, deadline: 1000 * Self.ms, now: 0)
+        #expect(words(m.endOfTurn()) == ["check 100", "sync", "flush"])
+        #expect(words(m.enqueue("b", Self.read, deadline: 1000 * Self.ms, now: 0)) == [])
+        #expect(words(m.enqueue("c", Self.otherRead, deadline: 1000 * Self.ms, now: 0)) == [])
+        #expect(command(&m, .rows("A")) == [])
+        #expect(command(&m, .echo(100)) == [])
+        #expect(words(m.syncReceived()) == ["answer a: A", "execute b", "execute c", "check 101", "sync", "flush"])
+        #expect(command(&m, .rows("B")) == [])
+        #expect(command(&m, .rows("C")) == [])
+        #expect(command(&m, .echo(101)) == [])
+        #expect(words(m.syncReceived()) == ["answer b: B", "answer c: C"])
+    }
+
+    @Test func behindATransactionPoolerAWriteClosesTheOpenReadBatchAndWaitsForIt() {
+        var m = pooledMachine()
+        #expect(words(m.enqueue("r", Self.read, deadline: 1000 * Self.ms, now: 0)) == ["execute r", "schedule sync"])
+        #expect(words(m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)) == ["check 100", "sync", "flush"])
+        #expect(words(m.endOfTurn()) == [], "the batch is already closed")
+        #expect(command(&m, .rows("R")) == [])
+        #expect(command(&m, .echo(100)) == [])
+        #expect(words(m.syncReceived()) == ["answer r: R", "execute w", "check 101", "sync", "flush"])
+    }
+
+    @Test func behindATransactionPoolerAQueryThatTimesOutWaitingIsNeverSent() {
+        var m = pooledMachine()
+        _ = m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("late", Self.read, deadline: 50 * Self.ms, now: 0)
+        _ = m.enqueue("next", Self.read, deadline: 1000 * Self.ms, now: 0)
+        #expect(words(m.tick(now: 60 * Self.ms)) == ["answer late: queryTimeout"])
+        #expect(command(&m, .rows("UPDATE 1")) == [])
+        #expect(command(&m, .echo(100)) == [])
+        #expect(words(m.syncReceived()) == ["answer w: UPDATE 1", "execute next", "check 101", "sync", "flush"])
+    }
+
+    @Test func behindATransactionPoolerAFailedConnectionAnswersTheWaitingQueries() {
+        var m = pooledMachine()
+        _ = m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("r", Self.read, deadline: 1000 * Self.ms, now: 0)
+        let actions = words(m.fail(PostgresError(.connectionLost, "gone")))
+        #expect(actions == ["close: connectionLost", "answer w: connectionLost", "answer r: connectionLost"])
+    }
+
+    @Test func behindATransactionPoolerAStalledConnectionReleasesItsWaitingReads() {
+        var m = pooledMachine()
+        _ = m.enqueue("w", Self.write, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("r", Self.otherRead, deadline: 1000 * Self.ms, now: 0)
+        _ = m.enqueue("w2", Self.write, deadline: 1000 * Self.ms, now: 0)
+        #expect(words(m.tick(now: 150 * Self.ms)) == ["stalled on tasks", "answer r: stalled"])
+        #expect(command(&m, .rows("UPDATE 1")) == [])
+        #expect(command(&m, .echo(100)) == [])
+        #expect(words(m.syncReceived()) == ["answer w: UPDATE 1", "execute w2", "check 101", "sync", "flush"])
+    }
+
 }
 
 /// Which server errors a client is told to retry (503) rather than given a 500.

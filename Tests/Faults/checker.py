@@ -13,7 +13,7 @@ not deleted, absent when deleted before), ids must be unique and in order. A 503
 (the write may or may not have happened: the task becomes unknown to the checker); a 5xx other
 than 503, a dropped connection, or no answer within 20 s is counted as a failure.
 
-Half of the creates carry an Idempotency-Key (none with CHECKER_KEYS=0) and are retried with it after a 503, a 409 or a
+Half of the creates carry an Idempotency-Key and are retried with it after a 503, a 409 or a
 lost answer: at the end no such task may exist twice. Half of the updates of a task whose ETag
 the thread knows (from its own last write or read) send it in If-Match: a 412 is wrong, since
 nobody else writes that task.
@@ -23,7 +23,6 @@ Prints one JSON line of counts; exits 1 on any wrong answer, failure or hang.
 import collections
 import http.client
 import json
-import os
 import random
 import socket
 import sys
@@ -39,9 +38,6 @@ examples = []
 all_ids = {}  # id -> thread that created it
 keyed_titles = set()  # titles of creates sent with an Idempotency-Key
 RUN = f"{random.getrandbits(32):08x}"  # in every title: runs against one database never share one
-# CHECKER_KEYS=0 sends no Idempotency-Key (behind a transaction pooler, whose backends change
-# hands inside the transaction a keyed create runs, it would only measure 503s).
-KEYS = os.environ.get("CHECKER_KEYS", "1") != "0"
 STATUSES = ["TODO", "IN_PROGRESS", "DONE"]
 SORTS = [None, ("created_at", "asc"), ("created_at", "desc"), ("updated_at", "desc"), ("title", "asc"), ("status", "desc")]
 
@@ -118,7 +114,7 @@ def worker(index, stop):
             sequence += 1
             sent = {"title": f"t{RUN}-{index}-{sequence}", "description": random.choice([None, "", f"d{sequence}"]),
                     "status": random.choice(STATUSES)}
-            key = {"Idempotency-Key": f"k{RUN}-{index}-{sequence}"} if KEYS and random.random() < 0.5 else None
+            key = {"Idempotency-Key": f"k{RUN}-{index}-{sequence}"} if random.random() < 0.5 else None
             answer = client.call("POST", "/api/tasks", sent, key)
             if key:
                 with lock:

@@ -128,4 +128,38 @@ struct HTTPConnectionStateMachineTests {
         #expect(m.socketFailed() == [.close])
         #expect(m.socketFailed() == [])
     }
+
+    @Test func aStreamedAnswerHasOneDeadlineForAllOfItAndTheNextRequestWaitsForItsEnd() {
+        var m = machine()
+        _ = m.started(now: t0)
+        m.requestDispatched()
+        _ = m.handlerStarted(now: t0)
+        #expect(m.answerReady(keepAliveRequested: true, hasBufferedInput: false, draining: false) == true)
+        #expect(m.streamStarted(now: t0 + .seconds(1)) == [.armDeadline(.io)])
+        #expect(m.state == .streaming && !m.canParse && !m.isIdle(midRequest: false))
+        #expect(m.deadline == t0 + .seconds(31))
+        #expect(m.readable(bufferedInput: 0) == .receive(thenParse: false), "pipelined bytes wait")
+        #expect(m.outputDrained(now: t0 + .seconds(2)) == [], "a drain mid-stream parses nothing")
+        let closedForDrain = m.closeIfIdle(midRequest: false)
+        #expect(!closedForDrain, "a drain waits for the stream")
+        #expect(m.answerQueued(keepAlive: true, outputOverBound: false, now: t0 + .seconds(3)) == [.armDeadline(.io), .parse])
+        #expect(m.state == .reading)
+    }
+
+    @Test func aStreamThatOutlivesItsDeadlineOrFailsResetsTheConnection() {
+        var m = machine()
+        _ = m.started(now: t0)
+        m.requestDispatched()
+        _ = m.streamStarted(now: t0)
+        #expect(m.deadlinePassed(now: t0 + .seconds(30), midRequest: false, hasPendingOutput: true) == [.abort])
+        #expect(m.state == .closed)
+        var failed = machine()
+        _ = failed.started(now: t0)
+        failed.requestDispatched()
+        _ = failed.streamStarted(now: t0)
+        #expect(failed.streamFailed() == [.abort])
+        #expect(failed.state == .closed)
+        #expect(failed.answerQueued(keepAlive: true, outputOverBound: false, now: t0) == [], "nothing after a reset")
+    }
+
 }

@@ -19,10 +19,35 @@ struct TestResponder: HTTPResponder {
             return HTTPResponse(status: 200, body: Array("id=\(request.parameters["id"]!)".utf8))
         }
         router.add(.get, "/request-id") { request in HTTPResponse(status: 200, body: Array(request.requestID.utf8)) }
+        // `parts` parts of `size` bytes (each part's index mod 10 as a digit), streamed; each write
+        // counted in `StreamProbe`; `fail=1` throws after the first part.
+        router.add(.get, "/stream") { request in
+            let parts = Int(request.query["parts"] ?? "3") ?? 3
+            let size = Int(request.query["size"] ?? "5") ?? 5
+            let fail = request.query["fail"] == "1"
+            return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain")])) { writer in
+                do {
+                    for index in 0..<parts {
+                        try await writer.write([UInt8](repeating: UInt8(ascii: "0") + UInt8(index % 10), count: size))
+                        StreamProbe.written.add(1, ordering: .relaxed)
+                        if fail { throw TestClientError("the producer failed") }
+                    }
+                } catch {
+                    StreamProbe.failed.add(1, ordering: .relaxed)
+                    throw error
+                }
+            }
+        }
         self.router = router
     }
 
     func answer(_ request: HTTPRequest) -> HTTPAnswer { router.answer(request) }
+}
+
+/// What the `/stream` route's producers did, for the tests that watch them.
+enum StreamProbe {
+    static let written = Atomic<Int>(0)
+    static let failed = Atomic<Int>(0)
 }
 
 /// Starts a server on port 0 and stops it after `body`.
@@ -83,6 +108,73 @@ struct LiveServerTests {
                 try connection.send("GET /id/x HTTP/1.1\r\nHost: t\r\n\r\n")
                 #expect(try connection.readResponse().text == "id=x")
             }
+        }
+    }
+
+    @Test func aStreamedBodyIsChunkedAndTheConnectionServesTheNextRequest() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                try connection.send("GET /stream?parts=3&size=5 HTTP/1.1\r\nHost: t\r\n\r\nHEAD /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /id/7 HTTP/1.1\r\nHost: t\r\n\r\n")
+                let streamed = try connection.readResponse()
+                #expect(streamed.status == 200)
+                #expect(streamed.header("Transfer-Encoding") == "chunked")
+                #expect(streamed.header("Content-Length") == nil)
+                #expect(streamed.text == "000001111122222")
+                // HEAD: the head a GET gets, no body, no producer run.
+                let head = try connection.readResponse(headOnly: true)
+                #expect(head.status == 200 && head.header("Transfer-Encoding") == "chunked" && head.body.isEmpty)
+                #expect(try connection.readResponse().text == "id=7")
+            }
+        }
+    }
+
+    @Test func aStreamedBodyToAnHTTP10ClientEndsWithTheConnection() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                try connection.send("GET /stream?parts=2&size=4 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                let text = String(decoding: try connection.readBodyUntilClose(), as: UTF8.self)
+                #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+                #expect(text.contains("Connection: close\r\n"))
+                #expect(!text.lowercased().contains("content-length") && !text.lowercased().contains("transfer-encoding"))
+                #expect(text.hasSuffix("\r\n\r\n00001111"))
+            }
+        }
+    }
+
+    @Test func aProducerThatFailsCutsTheBodyShortWithAReset() async throws {
+        try await withServer { _, port in
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port)
+                try connection.send("GET /stream?parts=3&size=5&fail=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                #expect(throws: TestClientError.self, "no last chunk: the client cannot take it for the whole body") {
+                    try connection.readResponse()
+                }
+            }
+        }
+    }
+
+    @Test func aClientThatDoesNotReadHoldsItsProducerAtTheOutputBoundAndLeavingStopsIt() async throws {
+        try await withServer({ $0.maxPendingOutputBytes = 64 * 1024 }) { _, port in
+            let writtenBefore = StreamProbe.written.load(ordering: .relaxed)
+            let failedBefore = StreamProbe.failed.load(ordering: .relaxed)
+            try await offCooperativePool {
+                let connection = try RawConnection(port: port, receiveBuffer: 4096)
+                // 1 GiB in 16 KiB parts, which the client never reads.
+                try connection.send("GET /stream?parts=65536&size=16384 HTTP/1.1\r\nHost: t\r\n\r\n")
+                usleep(1_000_000)
+                let written = StreamProbe.written.load(ordering: .relaxed) - writtenBefore
+                // The output bound plus what the kernel's socket buffers hold (a few MiB at most).
+                #expect(written > 0 && written < 512, "\(written) parts written to a client that reads nothing")
+                usleep(300_000)
+                #expect(StreamProbe.written.load(ordering: .relaxed) - writtenBefore == written, "the producer waits")
+            }
+            // The client left: the waiting write throws, and the producer ends.
+            for _ in 0..<100 where StreamProbe.failed.load(ordering: .relaxed) == failedBefore {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(StreamProbe.failed.load(ordering: .relaxed) == failedBefore + 1)
         }
     }
 

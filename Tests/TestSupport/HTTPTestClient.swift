@@ -34,7 +34,7 @@ public struct TestClientError: Error, CustomStringConvertible {
 /// A blocking TCP connection for tests, speaking raw HTTP/1.1. Its blocking calls run on
 /// threads of their own (through `offCooperativePool`), never on Swift's cooperative threads.
 public final class RawConnection: @unchecked Sendable {  // used by one test task at a time; the fd is only touched by the call in progress
-    private let fd: Int32
+    private var fd: Int32
     private var buffer: [UInt8] = []
 
     /// `receiveBuffer` shrinks the kernel's receive buffer (a client that reads slowly fills it).
@@ -55,12 +55,19 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard result == 0 else {
-            close(fd)
+            Glibc.close(fd)
             throw TestClientError("connect to port \(port) failed: errno \(errno)")
         }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
+    /// Closes the socket now (the server sees the client gone).
+    public func close() {
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
+    }
 
     public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
@@ -92,6 +99,11 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
                     buffer.removeFirst(end + 4)
                     continue
                 }
+                let chunked = headers.contains { $0.0.lowercased() == "transfer-encoding" && $0.1.lowercased() == "chunked" }
+                if chunked && !headOnly {
+                    buffer.removeFirst(end + 4)
+                    return TestResponse(status: status, headers: headers, body: try readChunks())
+                }
                 let length = headOnly || status == 204 || status == 304
                     ? 0 : Int(headers.first(where: { $0.0.lowercased() == "content-length" })?.1 ?? "0") ?? 0
                 while buffer.count < end + 4 + length { try fill() }
@@ -100,6 +112,54 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
                 return TestResponse(status: status, headers: headers, body: body)
             }
             try fill()
+        }
+    }
+
+    /// A chunked body (RFC 9112 §7.1), strictly: hex sizes without extensions, CRLF after each
+    /// chunk, the last chunk and no trailers. Throws when it is cut short or malformed.
+    private func readChunks() throws -> [UInt8] {
+        var body: [UInt8] = []
+        var offset = 0
+        func line() throws -> String {
+            while true {
+                if let end = buffer[offset...].firstIndex(of: 10), end > offset, buffer[end - 1] == 13 {
+                    let text = String(decoding: buffer[offset..<(end - 1)], as: UTF8.self)
+                    offset = end + 1
+                    return text
+                }
+                try fill()
+            }
+        }
+        while true {
+            let sizeLine = try line()
+            guard let size = Int(sizeLine, radix: 16), size >= 0 else { throw TestClientError("bad chunk size line: \(sizeLine)") }
+            if size == 0 {
+                guard try line().isEmpty else { throw TestClientError("trailers after the last chunk") }
+                buffer.removeFirst(offset)
+                return body
+            }
+            while buffer.count < offset + size + 2 { try fill() }
+            body.append(contentsOf: buffer[offset..<(offset + size)])
+            guard buffer[offset + size] == 13, buffer[offset + size + 1] == 10 else { throw TestClientError("no CRLF after a chunk") }
+            offset += size + 2
+            if offset > 1 << 20 {
+                buffer.removeFirst(offset)
+                offset = 0
+            }
+        }
+    }
+
+    /// The bytes that arrive until the server closes the connection (a body without a length);
+    /// throws when the connection is reset instead.
+    public func readBodyUntilClose() throws -> [UInt8] {
+        var body = buffer
+        buffer.removeAll()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return body }
+            if count < 0 { throw TestClientError("recv failed: errno \(errno)") }
+            body.append(contentsOf: chunk[0..<count])
         }
     }
 
