@@ -28,7 +28,7 @@ start_server() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && return; sleep 0.1; done
   echo "the server did not start" >&2; cat /tmp/bench-scale.log >&2; exit 1
 }
-rss_kib() { sed -n 's/^VmRSS: *\([0-9]*\) kB/\1/p' "/proc/$server/status"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$server/status"; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 wrk_line() {  # connections script [TASKS]
   TASKS=${3:-1000} wrk -t 2 -c "$1" -d 3s -s "$BENCH_DIR/wrk/$2.lua" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true

@@ -12,6 +12,7 @@ struct AppConfiguration: Sendable {
     var acquireTimeout: Duration
     var maxWaiters: Int
     var pipelineDepth: Int
+    var lookupPipelineDepth: Int
     var connectTimeout: Duration
     var queryTimeout: Duration
     var stallThreshold: Duration
@@ -56,8 +57,8 @@ struct AppConfiguration: Sendable {
         eventLoops = try reader.int("HTTP_EVENT_LOOPS", default: cpus, range: 1...256)
         poolSize = try reader.int("DB_POOL_SIZE", default: min(32, max(4, 4 * cpus)), range: 1...1000)
         acquireTimeout = .milliseconds(try reader.int("DB_ACQUIRE_TIMEOUT_MS", default: milliseconds(pool.acquireTimeout), range: 1...600_000))
-        maxWaiters = try reader.int("DB_MAX_WAITERS", default: pool.maxWaiters, range: 0...1_000_000)
         pipelineDepth = try reader.int("DB_PIPELINE_DEPTH", default: pool.pipelineDepth, range: 1...1000)
+        lookupPipelineDepth = try reader.int("DB_LOOKUP_PIPELINE_DEPTH", default: pool.lookupPipelineDepth, range: 1...10_000)
         connectTimeout = .milliseconds(try reader.int("DB_CONNECT_TIMEOUT_MS", default: milliseconds(pool.connectTimeout), range: 1...600_000))
         startupTimeout = .seconds(try reader.int("DB_STARTUP_TIMEOUT_S", default: 60, range: 0...3600))
         maxBodyBytes = try reader.int("HTTP_MAX_BODY_BYTES", default: server.maxBodyBytes, range: 1...1_073_741_824)
@@ -67,6 +68,9 @@ struct AppConfiguration: Sendable {
         readBufferBytes = try reader.int("HTTP_READ_BUFFER_BYTES", default: server.readBufferBytes, range: 512...16_777_216)
         maxPendingOutputBytes = try reader.int("HTTP_MAX_PENDING_OUTPUT_BYTES", default: server.maxPendingOutputBytes, range: 1024...1_073_741_824)
         maxConnections = try reader.int("HTTP_MAX_CONNECTIONS", default: server.maxConnections, range: 1...1_000_000)
+        // A connection has one request in handling at a time: with a waiter's place for each,
+        // nothing is refused below the connection limit.
+        maxWaiters = try reader.int("DB_MAX_WAITERS", default: max(pool.maxWaiters, maxConnections), range: 0...1_000_000)
         queryTimeout = .milliseconds(try reader.int("DB_QUERY_TIMEOUT_MS", default: milliseconds(pool.queryTimeout), range: 1...3_600_000))
         stallThreshold = .milliseconds(try reader.int("DB_STALL_THRESHOLD_MS", default: milliseconds(pool.stallThreshold), range: 10...600_000))
         // Session pooling behaves as a direct connection; only transaction pooling changes anything.

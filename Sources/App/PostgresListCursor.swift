@@ -35,7 +35,9 @@ final class PostgresListCursor: TaskListCursor {
     }
 
     /// Opens the transaction and the cursor; returns once the DECLARE succeeded.
-    static func open(_ pool: ConnectionPool, declare: PreparedStatement, fetch: PreparedStatement, batchRows: Int) async throws -> PostgresListCursor {
+    static func open(
+        _ pool: ConnectionPool, declare: PreparedStatement, parameters: [PostgresValue], fetch: PreparedStatement, batchRows: Int
+    ) async throws -> PostgresListCursor {
         let (stream, requests) = AsyncStream.makeStream(of: Request.self)
         let ending = LockedValue<Result<Void, Error>?>(nil)
         try await withCheckedThrowingContinuation { (opened: CheckedContinuation<Void, Error>) in
@@ -43,7 +45,7 @@ final class PostgresListCursor: TaskListCursor {
                 let declared = LockedValue(false)
                 do {
                     try await pool.withTransaction { connection in
-                        _ = try await connection.query(declare)
+                        _ = try await connection.query(declare, parameters)
                         declared.withLock { $0 = true }
                         opened.resume()
                         for await request in stream {

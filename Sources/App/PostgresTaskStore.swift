@@ -23,16 +23,16 @@ struct PostgresTaskStore: TaskStore {
     /// The revision is read first, and the rows after it has been read: the rows may hold writes
     /// newer than the revision (then the tag is stale at once and the next revalidation fetches
     /// the list again), never miss one it counts, so a tag never vouches for older rows.
-    func list(sortBy: TaskSortField?, descending: Bool, limit: Int) async throws -> TaskList {
+    func list(_ query: ListQuery, limit: Int) async throws -> TaskList {
         let revision = try await revision.value()
-        let rows = try await pool.query(Statements.list(sortBy: sortBy, descending: descending), [.int(limit)])
+        let rows = try await pool.query(Statements.list(query), Statements.listParameters(query, limit: limit))
         return TaskList(tasks: try TaskColumns.decodeAll(rows), revision: revision)
     }
 
-    func openList(sortBy: TaskSortField?, descending: Bool, batchRows: Int) async throws -> any TaskListCursor {
+    func openList(_ query: ListQuery, batchRows: Int) async throws -> any TaskListCursor {
         try await PostgresListCursor.open(
-            pool, declare: Statements.declareList(sortBy: sortBy, descending: descending), fetch: Statements.fetchTaskList(rows: batchRows),
-            batchRows: batchRows
+            pool, declare: Statements.declareList(query), parameters: Statements.declareListParameters(query),
+            fetch: Statements.fetchTaskList(rows: batchRows), batchRows: batchRows
         )
     }
 

@@ -123,48 +123,66 @@ enum Statements {
         resource: tasksTable, returns: .command("DELETE")
     )
 
-    /// Per order (`id`, or `<field> ASC|DESC`): the list, its first `$1` rows at most.
-    private static let lists: [String: PreparedStatement] = listStatements { name, query in
+    /// Per order (`id`, or `<field> ASC|DESC`) and filter (with `_status`: `$3` is the status):
+    /// the list, `$1` rows at most after skipping `$2`.
+    private static let lists: [String: PreparedStatement] = listStatements { name, select, order, filter in
         PreparedStatement(
-            name: name, sql: "\(query) LIMIT $1", readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
+            name: name, sql: "\(select)\(filter.map { " WHERE \($0) = $3" } ?? "") \(order) LIMIT $1 OFFSET $2", readOnly: true,
+            binaryResults: true, resource: tasksTable, returns: .select(taskShape)
         )
     }
 
-    /// Per order: the whole list as the cursor `task_list`, read in batches by `fetchTaskList`
-    /// inside one transaction (one snapshot, however long the list).
-    private static let listCursors: [String: PreparedStatement] = listStatements { name, query in
+    /// The same lists whole as the cursor `task_list` (`$1` rows skipped; filtered by `$2`), read
+    /// in batches by `fetchTaskList` inside one transaction (one snapshot, however long the list).
+    private static let listCursors: [String: PreparedStatement] = listStatements { name, select, order, filter in
         PreparedStatement(
-            name: "declare_\(name)", sql: "DECLARE task_list NO SCROLL CURSOR FOR \(query)", resource: tasksTable,
-            returns: .command("DECLARE")
+            name: "declare_\(name)",
+            sql: "DECLARE task_list NO SCROLL CURSOR FOR \(select)\(filter.map { " WHERE \($0) = $2" } ?? "") \(order) OFFSET $1",
+            resource: tasksTable, returns: .command("DECLARE")
         )
     }
 
-    /// The list's query and statement name per order.
-    private static func listStatements(_ make: (String, String) -> PreparedStatement) -> [String: PreparedStatement] {
-        var statements: [String: PreparedStatement] = [:]
-        statements["id"] = make("list_tasks", "SELECT \(taskColumns) FROM tasks ORDER BY id")
+    /// Per key (`key(_:)`): what `make` builds of the statement's name, its SELECT, its ORDER BY
+    /// and the filtered column (nil: unfiltered).
+    private static func listStatements(_ make: (String, String, String, String?) -> PreparedStatement) -> [String: PreparedStatement] {
+        var orders: [(key: String, name: String, order: String)] = [("id", "list_tasks", "ORDER BY id")]
         for field in TaskSortField.allCases {
             for descending in [false, true] {
                 let direction = descending ? "DESC" : "ASC"
-                statements["\(field.rawValue) \(direction)"] = make(
-                    "list_tasks_\(field.rawValue)_\(direction.lowercased())",
-                    "SELECT \(taskColumns) FROM tasks ORDER BY \(field.orderExpression) \(direction), id ASC"
-                )
+                orders.append((
+                    "\(field.rawValue) \(direction)", "list_tasks_\(field.rawValue)_\(direction.lowercased())",
+                    "ORDER BY \(field.orderExpression) \(direction), id ASC"
+                ))
             }
+        }
+        var statements: [String: PreparedStatement] = [:]
+        for order in orders {
+            let select = "SELECT \(taskColumns) FROM tasks"
+            statements[order.key] = make(order.name, select, order.order, nil)
+            statements[order.key + " status"] = make(order.name + "_status", select, order.order, "status::text")
         }
         return statements
     }
 
-    private static func key(_ sortBy: TaskSortField?, _ descending: Bool) -> String {
-        sortBy.map { "\($0.rawValue) \(descending ? "DESC" : "ASC")" } ?? "id"
+    private static func key(_ query: ListQuery) -> String {
+        (query.sortBy.map { "\($0.rawValue) \(query.descending ? "DESC" : "ASC")" } ?? "id") + (query.status == nil ? "" : " status")
     }
 
-    static func list(sortBy: TaskSortField?, descending: Bool) -> PreparedStatement {
-        lists[key(sortBy, descending)]!
+    /// The list statement for `query`; its parameters come from `listParameters`.
+    static func list(_ query: ListQuery) -> PreparedStatement {
+        lists[key(query)]!
     }
 
-    static func declareList(sortBy: TaskSortField?, descending: Bool) -> PreparedStatement {
-        listCursors[key(sortBy, descending)]!
+    static func listParameters(_ query: ListQuery, limit: Int) -> [PostgresValue] {
+        [.int(limit), .int(query.offset)] + (query.status.map { [.text($0.rawValue)] } ?? [])
+    }
+
+    static func declareList(_ query: ListQuery) -> PreparedStatement {
+        listCursors[key(query)]!
+    }
+
+    static func declareListParameters(_ query: ListQuery) -> [PostgresValue] {
+        [.int(query.offset)] + (query.status.map { [.text($0.rawValue)] } ?? [])
     }
 
     /// The next `rows` rows of the cursor `declareList` opened (the count is the server's
@@ -275,7 +293,7 @@ enum Statements {
             findTask, taskExists, listRevision, insertTask, updateTask, updateTaskIfMatch, deleteTask, deleteTaskIfMatch,
             selectSettings, updateSettings, updateSettingsIfMatch, insertSettings, readinessProbe, lockSettings,
             lockIdempotencyKey, findIdempotencyKey, insertIdempotencyKey, purgeIdempotencyKeys, compactRevisions,
-        ] + lists.values.sorted { $0.name < $1.name }
+        ] + lists.values.sorted { $0.name < $1.name } + listCursors.values.sorted { $0.name < $1.name }
     }
 }
 

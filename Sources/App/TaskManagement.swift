@@ -79,6 +79,7 @@ struct Application: Sendable {
             conninfo: configuration.databaseURL, maxConnections: configuration.poolSize,
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             connectTimeout: configuration.connectTimeout, pipelineDepth: configuration.pipelineDepth,
+            lookupPipelineDepth: configuration.lookupPipelineDepth,
             queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold,
             transactionPooling: configuration.transactionPooling
         ), logger: logger, eventLoops: eventLoops)

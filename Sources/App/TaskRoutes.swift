@@ -26,40 +26,61 @@ struct TaskRoutes: Sendable {
     }
 
     func listTasks(_ request: HTTPRequest) async throws -> HTTPResponse {
-        let sortBy = request.query["sort_by"].flatMap(TaskSortField.init(rawValue:))
-        let descending = sortBy != nil && request.query["sort_order"]?.lowercased() == "desc"
+        let (query, limit) = try RequestValidation.listQuery(request.query)
         // A conditional request reads only the revision first: a match costs no list.
         if request.headers.contains("If-None-Match") || request.headers.contains("If-Match"),
            let revision = try await store.listRevision(),
-           let answer = try Self.evaluateRead(request, current: Self.listTag(revision, sortBy, descending)) {
+           let answer = try Self.evaluateRead(request, current: Self.listTag(revision, query, limit: limit)) {
             return answer
         }
-        let list = try await store.list(sortBy: sortBy, descending: descending, limit: streaming.bufferedRows + 1)
+        // A page reads one row more than it holds, to know whether another page follows.
+        let list = try await store.list(query, limit: (limit ?? streaming.bufferedRows) + 1)
         var response: HTTPResponse
-        if list.tasks.count <= streaming.bufferedRows {
-            var json = JSONWriter(capacity: 64 + list.tasks.count * 220)
-            json.beginArray()
-            for task in list.tasks { task.write(to: &json) }
-            json.endArray()
-            json.newline()
-            response = HTTPResponse.json(200, json.bytes)
+        if let limit {
+            response = HTTPResponse.json(200, Self.body(list.tasks.prefix(limit)))
+            if list.tasks.count > limit {
+                var next = query
+                next.offset += limit
+                response.headers["Link"] = "<\(Self.pagePath(next, limit: limit))>; rel=\"next\""
+            }
+        } else if list.tasks.count <= streaming.bufferedRows {
+            response = HTTPResponse.json(200, Self.body(list.tasks[...]))
         } else {
-            response = try await streamedList(sortBy: sortBy, descending: descending)
+            response = try await streamedList(query)
         }
-        if let revision = list.revision { response.headers["ETag"] = Self.listTag(revision, sortBy, descending).headerValue }
+        if let revision = list.revision { response.headers["ETag"] = Self.listTag(revision, query, limit: limit).headerValue }
         return response
+    }
+
+    /// A list's JSON, written whole.
+    private static func body(_ tasks: ArraySlice<TaskItem>) -> [UInt8] {
+        var json = JSONWriter(capacity: 64 + tasks.count * 220)
+        json.beginArray()
+        for task in tasks { task.write(to: &json) }
+        json.endArray()
+        json.newline()
+        return json.bytes
+    }
+
+    /// The path of a page, every parameter written from validated values.
+    static func pagePath(_ query: ListQuery, limit: Int) -> String {
+        var parameters: [String] = []
+        if let sortBy = query.sortBy { parameters += ["sort_by=\(sortBy.rawValue)", "sort_order=\(query.descending ? "desc" : "asc")"] }
+        if let status = query.status { parameters.append("status=\(status.rawValue)") }
+        parameters += ["limit=\(limit)", "offset=\(query.offset)"]
+        return "/api/tasks?" + parameters.joined(separator: "&")
     }
 
     /// A list longer than `streaming.bufferedRows`: read again from a cursor (opened before the
     /// answer's head goes out, so a failure to open is still an error answer), one batch at a
     /// time, each written before the next is read, so its memory is a batch and the socket's
     /// output bound whatever the client's speed. The bytes are those of the list written whole.
-    private func streamedList(sortBy: TaskSortField?, descending: Bool) async throws -> HTTPResponse {
+    private func streamedList(_ query: ListQuery) async throws -> HTTPResponse {
         guard await streaming.slots.take(within: streaming.slotWait) else {
             throw Saturated(message: "Too many long lists are being sent, try again shortly")
         }
         let slot = ListStreaming.Lease(streaming.slots)
-        let cursor = try await store.openList(sortBy: sortBy, descending: descending, batchRows: streaming.fetchRows)
+        let cursor = try await store.openList(query, batchRows: streaming.fetchRows)
         // The slot and the cursor go when the answer does: written, or dropped unwritten (HEAD).
         return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/json")])) { writer in
             withExtendedLifetime(slot) {}
@@ -75,9 +96,14 @@ struct TaskRoutes: Sendable {
         }
     }
 
-    /// The list's weak tag: its revision and the order it is sorted in.
-    static func listTag(_ revision: Int64, _ sortBy: TaskSortField?, _ descending: Bool) -> EntityTag {
-        EntityTag("\(revision)." + (sortBy.map { "\($0.rawValue).\(descending ? "desc" : "asc")" } ?? "id"), weak: true)
+    /// The list's weak tag: its revision, the order it is sorted in, and the filter and page
+    /// when asked for (the list without them keeps its tag of before).
+    static func listTag(_ revision: Int64, _ query: ListQuery, limit: Int?) -> EntityTag {
+        var tag = "\(revision)." + (query.sortBy.map { "\($0.rawValue).\(query.descending ? "desc" : "asc")" } ?? "id")
+        if let status = query.status { tag += ".status=\(status.rawValue)" }
+        if query.offset > 0 || limit != nil { tag += ".offset=\(query.offset)" }
+        if let limit { tag += ".limit=\(limit)" }
+        return EntityTag(tag, weak: true)
     }
 
     func getTask(_ request: HTTPRequest) async throws -> HTTPResponse {

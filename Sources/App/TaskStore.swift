@@ -6,11 +6,11 @@ import Server
 /// the list with the revision it was read at. Writes take the request's preconditions and check
 /// them in the same step as the write.
 protocol TaskStore: Sendable {
-    /// The list's first `limit` tasks at most, and the revision it was read at.
-    func list(sortBy: TaskSortField?, descending: Bool, limit: Int) async throws -> TaskList
+    /// The first `limit` tasks at most of the list `query` describes, and the revision it was read at.
+    func list(_ query: ListQuery, limit: Int) async throws -> TaskList
     /// The whole list from one snapshot, ready to be read `batchRows` tasks at a time (its
     /// database work has begun when this returns, so a failure to start is thrown here).
-    func openList(sortBy: TaskSortField?, descending: Bool, batchRows: Int) async throws -> any TaskListCursor
+    func openList(_ query: ListQuery, batchRows: Int) async throws -> any TaskListCursor
     /// The list's current revision (nil when it cannot be told), without reading the list.
     func listRevision() async throws -> Int64?
     func find(id: Int) async throws -> Tagged<TaskItem>?
@@ -96,6 +96,15 @@ struct RecordedAnswer: Sendable, Equatable {
 }
 
 /// The columns `GET /api/tasks` may sort by (never SQL built from input).
+/// Which tasks a list holds and in which order: `sort_by` and `sort_order` as the original
+/// reads them, and the opt-in `status` filter and `offset` (rows skipped).
+struct ListQuery: Sendable, Equatable {
+    var sortBy: TaskSortField?
+    var descending = false
+    var status: TaskStatus?
+    var offset = 0
+}
+
 enum TaskSortField: String, CaseIterable, Sendable {
     case status
     case createdAt = "created_at"

@@ -81,6 +81,35 @@ enum RequestValidation {
     }
 
     /// `{"dark_mode": bool}`; a missing key means false, as in the original service.
+    /// The list a `GET /api/tasks` asks for, and its page size when it asks for a page: `sort_by`
+    /// and `sort_order` as the original reads them (anything unknown ignored); the opt-in
+    /// `status` (one of the three), `limit` (1–`maxPageSize`) and `offset` (0–2147483647) are
+    /// checked, 400 when they are anything else.
+    static func listQuery(_ parameters: QueryParameters) throws -> (query: ListQuery, limit: Int?) {
+        var query = ListQuery()
+        query.sortBy = parameters["sort_by"].flatMap(TaskSortField.init(rawValue:))
+        query.descending = query.sortBy != nil && parameters["sort_order"]?.lowercased() == "desc"
+        if let text = parameters["status"] {
+            guard let status = TaskStatus(rawValue: text) else { throw APIError.badRequest("status must be TODO, IN_PROGRESS or DONE") }
+            query.status = status
+        }
+        if let text = parameters["offset"] { query.offset = try wholeNumber(text, "offset", in: 0...Int(Int32.max)) }
+        let limit = try parameters["limit"].map { try wholeNumber($0, "limit", in: 1...maxPageSize) }
+        return (query, limit)
+    }
+
+    /// The most tasks one page holds.
+    static let maxPageSize = 1000
+
+    /// Decimal digits only (no sign, no spaces), within `range`.
+    private static func wholeNumber(_ text: String, _ name: String, in range: ClosedRange<Int>) throws -> Int {
+        guard !text.isEmpty, text.utf8.count <= 10, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+              let value = Int(text), range.contains(value) else {
+            throw APIError.badRequest("\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
+    }
+
     static func darkMode(_ object: [String: JSONValue]) throws -> Bool {
         switch object["dark_mode"] {
         case nil: return false

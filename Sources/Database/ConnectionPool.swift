@@ -46,6 +46,7 @@ public actor ConnectionPool {
             minConnections: min(configuration.minConnections, max(1, configuration.maxConnections)),
             maxWaiters: configuration.maxWaiters, acquireTimeout: configuration.acquireTimeout,
             maxSharedPerConnection: max(1, configuration.pipelineDepth),
+            maxLookupsPerConnection: max(1, configuration.pipelineDepth, configuration.lookupPipelineDepth),
             initialBackoff: configuration.initialBackoff, maxBackoff: configuration.maxBackoff,
             affinityGroups: loops.loops.count, quarantineHold: max(configuration.stallThreshold * 2, .seconds(1))
         ))
@@ -161,7 +162,7 @@ public actor ConnectionPool {
         nextWaiterID += 1
         let openBatch = joiningBatch ? group.flatMap(openOneRowBatch) : nil
         let actions = state.leaseRequested(
-            id, kind: kind, group: group, openBatch: openBatch, resource: resource, avoiding: avoiding, now: now
+            id, kind: kind, group: group, openBatch: openBatch, resource: resource, avoiding: avoiding, lookup: joiningBatch, now: now
         )
         if actions.count == 1, case .fail(id, let error) = actions[0] {
             metrics.recordError(error.kind)
@@ -284,7 +285,7 @@ public actor ConnectionPool {
                     timeout: configuration.connectTimeout, loop: loop, starter: connector,
                     deadlines: .init(
                         queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold,
-                        maxInFlight: PostgresConnection.inFlightPerDepth * configuration.pipelineDepth + 8
+                        maxInFlight: PostgresConnection.inFlightPerDepth * max(configuration.pipelineDepth, configuration.lookupPipelineDepth) + 8
                     ),
                     transactionPooled: configuration.transactionPooling, canceller: canceller,
                     onStall: { [weak self] report in

@@ -13,6 +13,9 @@ public struct PoolConfiguration: Sendable {
     public var maxBackoff: Duration
     /// Most single-statement queries pipelined on one connection at once (1: no pipelining).
     public var pipelineDepth: Int
+    /// The same for lookups (one-row reads), which cost PostgreSQL little each: under many
+    /// concurrent requests they go deeper into the pipelines instead of waiting for the pool.
+    public var lookupPipelineDepth: Int
     /// Longest a statement may take (queueing on its connection included) before it is
     /// answered `.queryTimeout` and cancelled on the server.
     public var queryTimeout: Duration
@@ -28,7 +31,7 @@ public struct PoolConfiguration: Sendable {
         conninfo: String, applicationName: String = "task-management", maxConnections: Int = 8,
         minConnections: Int = 1, maxWaiters: Int = PoolConfiguration.defaultMaxWaiters, acquireTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
-        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16,
+        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16, lookupPipelineDepth: Int = 512,
         queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .seconds(1), transactionPooling: Bool = false
     ) {
         self.conninfo = conninfo
@@ -41,6 +44,7 @@ public struct PoolConfiguration: Sendable {
         self.initialBackoff = initialBackoff
         self.maxBackoff = maxBackoff
         self.pipelineDepth = max(1, pipelineDepth)
+        self.lookupPipelineDepth = max(self.pipelineDepth, lookupPipelineDepth)
         self.queryTimeout = queryTimeout
         self.stallThreshold = stallThreshold
         self.transactionPooling = transactionPooling

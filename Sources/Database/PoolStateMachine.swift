@@ -34,6 +34,10 @@ struct PoolStateMachine {
         var acquireTimeout: Duration
         /// Most shared leases (pipelined queries) one connection carries at once.
         var maxSharedPerConnection: Int
+        /// The same for a lookup (a one-row read, `lookup:` in `leaseRequested`): a connection
+        /// takes lookups up to this many leases, so that many concurrent lookups are pipelined
+        /// rather than queued for the pool (at least `maxSharedPerConnection`).
+        var maxLookupsPerConnection: Int = 0
         /// First reconnect delay after a failed connect; doubles per failure up to `maxBackoff`.
         var initialBackoff: Duration
         var maxBackoff: Duration
@@ -154,9 +158,10 @@ struct PoolStateMachine {
     /// A request for a connection; `group` is the caller's group when it runs in one.
     /// `resource` is what the statement waits on when it blocks (see `PreparedStatement.resource`);
     /// `avoiding`, a connection the caller just found stalled (before the pool heard of it).
+    /// `lookup`: a one-row read, which may go deeper into a connection's pipeline.
     mutating func leaseRequested(
         _ waiter: WaiterID, kind: LeaseKind = .exclusive, group: Int? = nil, openBatch: ConnectionID? = nil,
-        resource: String? = nil, avoiding: ConnectionID? = nil, now: Duration
+        resource: String? = nil, avoiding: ConnectionID? = nil, lookup: Bool = false, now: Duration
     ) -> [Action] {
         if shuttingDown { return [.fail(waiter, PostgresError(.poolClosed, "the connection pool is shutting down"))] }
         if kind.isShared, let resource, let held = quarantine[resource] {
@@ -185,7 +190,9 @@ struct PoolStateMachine {
                 }
             }
         }
-        if waiters.isEmpty, let connection = joinableBatch(openBatch, for: kind) ?? bestConnection(for: kind, group: group, avoiding: avoiding) {
+        let cap = kind == .shared && lookup ? max(configuration.maxSharedPerConnection, configuration.maxLookupsPerConnection) : configuration.maxSharedPerConnection
+        if waiters.isEmpty,
+           let connection = joinableBatch(openBatch, for: kind, cap: cap) ?? bestConnection(for: kind, group: group, avoiding: avoiding, cap: cap) {
             if case .shared(let count) = connections[connection] {
                 connections[connection] = .shared(count + 1)
             } else {
@@ -462,7 +469,8 @@ struct PoolStateMachine {
     /// connection beats doubling up on a busy one). Connections of the caller's `group` come
     /// first, then (for a read) those carrying no write; among equals, the most recently used
     /// idle connection.
-    private func bestConnection(for kind: LeaseKind, group: Int?, avoiding: ConnectionID? = nil) -> ConnectionID? {
+    /// `cap`: the most shared leases a connection may carry for this one.
+    private func bestConnection(for kind: LeaseKind, group: Int?, avoiding: ConnectionID? = nil, cap: Int) -> ConnectionID? {
         var best: (id: ConnectionID, score: (Int, Int, Int))?
         func consider(_ id: ConnectionID, load: Int) {
             let behindWrite = kind == .shared && writes[id] != nil ? 1 : 0
@@ -473,7 +481,7 @@ struct PoolStateMachine {
         for id in idle.reversed() where !holders.contains(id) && id != avoiding { consider(id, load: 0) }
         if kind.isShared {
             for (id, state) in connections where stalled[id] == nil && id != avoiding && !holders.contains(id) {
-                if case .shared(let count) = state, count < configuration.maxSharedPerConnection { consider(id, load: count) }
+                if case .shared(let count) = state, count < cap { consider(id, load: count) }
             }
         }
         return best?.id
@@ -481,9 +489,9 @@ struct PoolStateMachine {
 
     /// `openBatch` (a connection whose reads of this loop turn still wait for their sync) when
     /// a read can join it: it is shared, has room and carries no write.
-    private func joinableBatch(_ openBatch: ConnectionID?, for kind: LeaseKind) -> ConnectionID? {
+    private func joinableBatch(_ openBatch: ConnectionID?, for kind: LeaseKind, cap: Int) -> ConnectionID? {
         guard kind == .shared, let id = openBatch, writes[id] == nil, stalled[id] == nil, !isQuarantineHolder(id),
-              case .shared(let count) = connections[id], count < configuration.maxSharedPerConnection else { return nil }
+              case .shared(let count) = connections[id], count < cap else { return nil }
         return id
     }
 

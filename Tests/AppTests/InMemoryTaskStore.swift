@@ -40,13 +40,21 @@ final class InMemoryTaskStore: TaskStore {
         return Tagged(value: settings, etag: tag(json.bytes))
     }
 
-    func list(sortBy: TaskSortField?, descending: Bool, limit: Int) async throws -> TaskList {
-        let whole = sortedList(sortBy: sortBy, descending: descending)
+    func list(_ query: ListQuery, limit: Int) async throws -> TaskList {
+        let whole = selected(query)
         return TaskList(tasks: Array(whole.tasks.prefix(limit)), revision: whole.revision)
     }
 
-    func openList(sortBy: TaskSortField?, descending: Bool, batchRows: Int) async throws -> any TaskListCursor {
-        let tasks = sortedList(sortBy: sortBy, descending: descending).tasks
+    /// The list `query` describes, whole.
+    private func selected(_ query: ListQuery) -> TaskList {
+        var list = sortedList(sortBy: query.sortBy, descending: query.descending)
+        if let status = query.status { list.tasks.removeAll { $0.status != Array(status.rawValue.utf8)[...] } }
+        list.tasks.removeFirst(min(query.offset, list.tasks.count))
+        return list
+    }
+
+    func openList(_ query: ListQuery, batchRows: Int) async throws -> any TaskListCursor {
+        let tasks = selected(query).tasks
         return ArrayCursor(batches: stride(from: 0, to: tasks.count, by: batchRows).map { Array(tasks[$0..<min(tasks.count, $0 + batchRows)]) })
     }
 

@@ -43,6 +43,7 @@ struct PoolModelTests {
         var pool = PoolStateMachine(configuration: .init(
             maxConnections: maxConnections, minConnections: Int.random(in: 0...1, using: &random), maxWaiters: 6,
             acquireTimeout: .milliseconds(500), maxSharedPerConnection: Int.random(in: 1...3, using: &random),
+            maxLookupsPerConnection: Int.random(in: 0...6, using: &random),
             initialBackoff: .milliseconds(10), maxBackoff: .milliseconds(100), affinityGroups: 2, quarantineHold: .milliseconds(200)
         ))
         var world = World()
@@ -90,7 +91,8 @@ struct PoolModelTests {
                 let kind = kinds.randomElement(using: &random)!
                 let actions = pool.leaseRequested(
                     waiter, kind: kind, group: Int.random(in: 0...1, using: &random), resource: resources.randomElement(using: &random)!,
-                    avoiding: world.open.randomElement(using: &random).flatMap { Bool.random(using: &random) ? $0 : nil }, now: now
+                    avoiding: world.open.randomElement(using: &random).flatMap { Bool.random(using: &random) ? $0 : nil },
+                    lookup: Bool.random(using: &random), now: now
                 )
                 world.waiting.insert(waiter)
                 world.kinds[waiter] = kind

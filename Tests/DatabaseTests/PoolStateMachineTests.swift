@@ -50,6 +50,28 @@ struct PoolStateMachineTests {
         #expect(pool.waiterCount == 0)
     }
 
+    @Test func lookupsGoDeeperIntoAPipelineThanOtherReads() {
+        var pool = PoolStateMachine(configuration: .init(
+            maxConnections: 1, minConnections: 1, maxWaiters: 10, acquireTimeout: .seconds(2), maxSharedPerConnection: 2,
+            maxLookupsPerConnection: 4, initialBackoff: .milliseconds(100), maxBackoff: .seconds(1)
+        ))
+        _ = pool.start()
+        _ = pool.connectSucceeded(0, now: t0)
+        #expect(pool.leaseRequested(1, kind: .shared, now: t0) == [.lease(0, to: 1, waited: .zero)])
+        #expect(pool.leaseRequested(2, kind: .shared, lookup: true, now: t0) == [.lease(0, to: 2, waited: .zero)])
+        // Two on the connection: a list (not a lookup) waits, a lookup joins up to four.
+        #expect(pool.leaseRequested(3, kind: .shared, now: t0) == [])
+        #expect(pool.leaseRequested(4, kind: .shared, lookup: true, now: t0) == [], "behind a waiter, a lookup waits too")
+        _ = pool.connectionReleased(0, kind: .shared, reusable: true, now: t0)
+        _ = pool.connectionReleased(0, kind: .shared, reusable: true, now: t0)
+        _ = pool.connectionReleased(0, kind: .shared, reusable: true, now: t0)
+        _ = pool.connectionReleased(0, kind: .shared, reusable: true, now: t0)
+        #expect(pool.waiterCount == 0)
+        for waiter in 5...8 { #expect(pool.leaseRequested(waiter, kind: .shared, lookup: true, now: t0) == [.lease(0, to: waiter, waited: .zero)]) }
+        #expect(pool.leaseRequested(9, kind: .shared, lookup: true, now: t0) == [], "four is the most")
+        #expect(pool.leaseRequested(10, kind: .sharedWrite, now: t0) == [])
+    }
+
     @Test func theQueueIsBounded() {
         var pool = machine(max: 1, waiters: 2)
         _ = pool.leaseRequested(1, now: t0)
