@@ -3,7 +3,8 @@
 # a throwaway PostgreSQL (unless DATABASE_URL points at one):
 #   1. openapi-spec-validator on Sources/App/openapi.yaml and on what the server serves;
 #   2. the original Flask service's tests (Tests/Conformance/test_main.py), the UI's calls in
-#      headless Chromium (test_browser.py) and redbot/httplint (test_http_lint.py), with pytest;
+#      headless Chromium (test_browser.py), live updates through a second replica in Chromium
+#      (test_events_browser.py) and redbot/httplint (test_http_lint.py), with pytest;
 #   3. schemathesis, every check on, fixed seed and example count (Tests/Conformance/schemathesis.toml),
 #      then again (fewer examples) as a client asking for problem details.
 # Installs chromium and chromium-driver from Debian and the pinned PyPI tools into
@@ -43,9 +44,9 @@ rm -rf "$artifacts" && mkdir -p "$artifacts"
 
 dir=$(mktemp -d /tmp/task-management-conformance.XXXXXX)
 chmod 755 "$dir"
-server_pid=
+server_pid= other_pid=
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  for pid in $server_pid $other_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   [ -d "$dir/pg" ] && scripts/pg-cluster.sh stop "$dir/pg"
   rm -rf "$dir"
 }
@@ -66,11 +67,18 @@ port=$(scripts/pg-cluster.sh free-port)
 base="http://127.0.0.1:$port"
 PORT=$port HOST=127.0.0.1 LOG_LEVEL=warning "$binary" > "$artifacts/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 1 100); do
-  curl -fs "$base/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
+# A second replica on the same database, for the live-updates browser test.
+other_port=$(scripts/pg-cluster.sh free-port)
+other="http://127.0.0.1:$other_port"
+PORT=$other_port HOST=127.0.0.1 LOG_LEVEL=warning "$binary" > "$artifacts/other-server.log" 2>&1 &
+other_pid=$!
+for url in "$base" "$other"; do
+  for _ in $(seq 1 100); do
+    curl -fs "$url/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fs "$url/readyz" >/dev/null || { echo "conformance: $url did not become ready" >&2; cat "$artifacts"/*server.log >&2; exit 1; }
 done
-curl -fs "$base/readyz" >/dev/null || { echo "conformance: the server did not become ready" >&2; cat "$artifacts/server.log" >&2; exit 1; }
 
 failed=()
 step() {
@@ -90,7 +98,7 @@ sys.exit(0 if served == written else "the served JSON differs from openapi.yaml"
 step "openapi.yaml is valid OpenAPI" "$venv/openapi-spec-validator" Sources/App/openapi.yaml
 step "the served description is openapi.yaml" served_is_written
 step "the served JSON is valid OpenAPI" "$venv/openapi-spec-validator" "$dir/served.json"
-step "pytest (original tests, browser, HTTP linters)" env TASKM_BASE_URL="$base" TASKM_ARTIFACTS="$artifacts" \
+step "pytest (original tests, browser, live updates, HTTP linters)" env TASKM_BASE_URL="$base" TASKM_OTHER_URL="$other" TASKM_ARTIFACTS="$artifacts" \
   "$venv/python" -m pytest -q -p no:cacheprovider --junitxml="$artifacts/pytest.xml" Tests/Conformance
 step "schemathesis" bash -c "cd Tests/Conformance && '$venv/schemathesis' run '$base/api/openapi.json' --checks all \
   --report junit --report-dir '$artifacts'"

@@ -34,6 +34,10 @@ struct AppConfiguration: Sendable {
     var idempotencyKeyLifetime: Duration
     var idempotencyPurgeInterval: Duration
     var listBufferedRows: Int
+    var eventLimits: EventFeed.Limits
+    /// Where the change feed's LISTEN connection goes; nil: no feed (behind a transaction pooler
+    /// without `DB_LISTEN_URL`).
+    var listenURL: String?
     var listFetchRows: Int
     var listMaxStreams: Int
 
@@ -84,6 +88,26 @@ struct AppConfiguration: Sendable {
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
         requireIfMatch = try reader.bool("REQUIRE_IF_MATCH", default: false)
         idempotencyKeyLifetime = .seconds(try reader.int("IDEMPOTENCY_KEY_TTL_S", default: 86_400, range: 1...2_592_000))
+        var events = EventFeed.Limits()
+        // By default 15 s, or half the HTTP timeout when that is shorter.
+        let timeoutSeconds = Int(httpTimeout.components.seconds)
+        let defaultHeartbeat = max(1, min(Int(events.heartbeat.components.seconds), timeoutSeconds / 2))
+        events.heartbeat = .seconds(try reader.int("SSE_HEARTBEAT_S", default: defaultHeartbeat, range: 1...3600))
+        guard events.heartbeat < httpTimeout else {
+            throw ConfigurationError(variable: "SSE_HEARTBEAT_S", message: "must be below HTTP_TIMEOUT_S, or an idle event stream would be cut off")
+        }
+        events.maxSubscribers = try reader.int("SSE_MAX_SUBSCRIBERS", default: events.maxSubscribers, range: 0...1_000_000)
+        events.historySize = try reader.int("SSE_HISTORY_EVENTS", default: events.historySize, range: 0...1_000_000)
+        events.subscriberBuffer = try reader.int("SSE_SUBSCRIBER_BUFFER_EVENTS", default: events.subscriberBuffer, range: 1...1_000_000)
+        eventLimits = events
+        if let url = environment["DB_LISTEN_URL"] {
+            if let problem = validateConninfo(url) {
+                throw ConfigurationError(variable: "DB_LISTEN_URL", message: "is not a connection string libpq accepts: \(problem)")
+            }
+            listenURL = url
+        } else {
+            listenURL = transactionPooling ? nil : databaseURL
+        }
         let streaming = ListStreaming()
         listBufferedRows = try reader.int("LIST_BUFFERED_ROWS", default: streaming.bufferedRows, range: 1...1_000_000)
         listFetchRows = try reader.int("LIST_FETCH_ROWS", default: streaming.fetchRows, range: 1...100_000)

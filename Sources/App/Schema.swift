@@ -71,6 +71,55 @@ enum Schema {
         """,
     ]
 
+    /// The change feed (`GET /api/events`): row triggers on `tasks` and `settings` that NOTIFY
+    /// `EventFeed.channel` with what changed (`task.created 12`, `task.updated 12`,
+    /// `task.deleted 12`, `tasks.truncated`, `settings.updated 1`). A NOTIFY is delivered only
+    /// when its transaction commits, whoever wrote (any replica, psql, the Flask service), and
+    /// carries ids only, far below PostgreSQL's 8000-byte payload limit. Created when missing.
+    static let eventStatements = [
+        """
+        DO $do$
+        BEGIN
+            IF to_regprocedure('task_management_notify_change()') IS NULL THEN
+                CREATE FUNCTION task_management_notify_change() RETURNS trigger
+                LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+                BEGIN
+                    IF TG_LEVEL = 'STATEMENT' THEN
+                        PERFORM pg_notify('\(EventFeed.channel)', 'tasks.truncated');
+                    ELSIF TG_TABLE_NAME = 'settings' THEN
+                        PERFORM pg_notify('\(EventFeed.channel)', 'settings.updated ' || NEW.id);
+                    ELSIF TG_OP = 'INSERT' THEN
+                        PERFORM pg_notify('\(EventFeed.channel)', 'task.created ' || NEW.id);
+                    ELSIF TG_OP = 'UPDATE' THEN
+                        PERFORM pg_notify('\(EventFeed.channel)', 'task.updated ' || NEW.id);
+                    ELSE
+                        PERFORM pg_notify('\(EventFeed.channel)', 'task.deleted ' || OLD.id);
+                    END IF;
+                    RETURN NULL;
+                END
+                $fn$;
+            END IF;
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_events') THEN
+                    CREATE TRIGGER task_management_events AFTER INSERT OR UPDATE OR DELETE ON tasks
+                        FOR EACH ROW EXECUTE PROCEDURE task_management_notify_change();
+                END IF;
+                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_events_truncate') THEN
+                    CREATE TRIGGER task_management_events_truncate AFTER TRUNCATE ON tasks
+                        FOR EACH STATEMENT EXECUTE PROCEDURE task_management_notify_change();
+                END IF;
+                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'settings'::regclass AND tgname = 'task_management_events') THEN
+                    CREATE TRIGGER task_management_events AFTER INSERT OR UPDATE ON settings
+                        FOR EACH ROW EXECUTE PROCEDURE task_management_notify_change();
+                END IF;
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;  -- a role that may not add triggers: the feed carries nothing but heartbeats
+            END;
+        END
+        $do$
+        """,
+    ]
+
     /// Answers to `POST /api/tasks` with an `Idempotency-Key`, kept until `expires_at`.
     static let idempotencyStatements = [
         """
@@ -97,7 +146,9 @@ enum Schema {
     @discardableResult
     static func bootstrap(_ pool: ConnectionPool) async throws -> Bool {
         try await pool.withTransaction { connection in
-            for statement in bootstrapStatements + revisionStatements + idempotencyStatements { _ = try await connection.simpleQuery(statement) }
+            for statement in bootstrapStatements + revisionStatements + idempotencyStatements + eventStatements {
+                _ = try await connection.simpleQuery(statement)
+            }
             return try await connection.simpleQuery("SELECT \(revisionTriggerEnabled)").first?.bool(0) ?? false
         }
     }

@@ -1,6 +1,7 @@
 import Database
 import Foundation
 import Logging
+import Metrics
 import Server
 import ServiceLifecycle
 
@@ -10,12 +11,15 @@ struct HTTPService: Service {
     let server: HTTPServer
     let readiness: Readiness
     let gracePeriod: Duration
+    /// Run as the drain begins (the event streams end, so their connections can close).
+    var onDrain: @Sendable () -> Void = {}
 
     func run() async throws {
         try server.start()
         try? await gracefulShutdown()
         armExitDeadline()
         readiness.beginShutdown()
+        onDrain()
         await server.shutdown(gracePeriod: gracePeriod)
     }
 
@@ -94,6 +98,88 @@ struct Housekeeping: Service {
         } catch {
             logger.warning("could not compact the revision counter", metadata: ["error": "\(error)"])
             return 0
+        }
+    }
+}
+
+/// Carries committed changes from PostgreSQL to the change feed: one `NotificationListener`
+/// on `EventFeed.channel` (outside the request pool), each notification turned into an event
+/// in the order it came, the task or settings row read again so the event holds what
+/// `GET /api/tasks/{id}` or `GET /api/settings` would answer. After the listener reconnects, or
+/// when a row cannot be read, subscribers get `resync` (they may have missed something). Sends
+/// the heartbeats too. Stops at graceful shutdown.
+struct EventRelay: Service {
+    let pool: ConnectionPool
+    let store: any TaskStore
+    let feed: EventFeed
+    /// Where the LISTEN connection goes; nil: nowhere (the feed sends heartbeats only).
+    let listenURL: String?
+    let logger: Logger
+    /// Notifications waiting to be turned into events; beyond this, subscribers resync.
+    static let maxPending = 10_000
+
+    func run() async throws {
+        let connected = Gauge(label: "sse_listener_connected")
+        connected.record(0)
+        guard let listenURL else {
+            logger.warning("no LISTEN connection (DB_PGBOUNCER=transaction without DB_LISTEN_URL): /api/events sends heartbeats only")
+            try? await gracefulShutdown()
+            return
+        }
+        let (notifications, sink) = AsyncStream.makeStream(of: NotificationListener.Event.self, bufferingPolicy: .bufferingOldest(Self.maxPending))
+        let feed = feed
+        let listener = pool.listen(channel: EventFeed.channel, conninfo: listenURL) { event in
+            if case .dropped = sink.yield(event) { feed.resyncAll() }
+        }
+        let heartbeats = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: feed.limits.heartbeat)
+                feed.heartbeat()
+            }
+        }
+        await cancelWhenGracefulShutdown {
+            var listenedBefore = false
+            for await event in notifications {
+                switch event {
+                case .listening:
+                    connected.record(1)
+                    if listenedBefore { feed.resyncAll() }
+                    listenedBefore = true
+                case .lost:
+                    connected.record(0)
+                case .notification(let payload):
+                    await relay(payload)
+                }
+            }
+        }
+        listener.stop()
+        heartbeats.cancel()
+        sink.finish()
+    }
+
+    /// One notification (`task.created 12`, …) as an event.
+    func relay(_ payload: String) async {
+        let parts = payload.split(separator: " ")
+        let name = parts.first.map(String.init) ?? ""
+        let id = parts.count == 2 ? Int(parts[1]) : nil
+        do {
+            switch (name, id) {
+            case ("task.created", let id?), ("task.updated", let id?):
+                // Gone already: its deletion's event follows.
+                guard let task = try await store.find(id: id) else { return }
+                feed.publish(name: name, topic: .tasks, data: TaskRoutes.eventData(task.value))
+            case ("task.deleted", let id?):
+                feed.publish(name: name, topic: .tasks, data: Array("{\"id\":\(id)}".utf8))
+            case ("settings.updated", _):
+                feed.publish(name: name, topic: .settings, data: TaskRoutes.eventData(try await store.settings().value))
+            case ("tasks.truncated", _):
+                feed.resyncAll()
+            default:
+                logger.debug("notification ignored", metadata: ["payload": "\(payload.prefix(64))"])
+            }
+        } catch {
+            logger.warning("could not read a changed row for the event feed; subscribers resync", metadata: ["error": "\(error)"])
+            feed.resyncAll()
         }
     }
 }

@@ -39,8 +39,12 @@ public enum TaskManagement {
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: PoolService(pool: application.pool, gracePeriod: Application.poolGracePeriod)),
-                .init(service: HTTPService(server: application.server, readiness: application.readiness, gracePeriod: configuration.shutdownGrace)),
+                .init(service: HTTPService(
+                    server: application.server, readiness: application.readiness, gracePeriod: configuration.shutdownGrace,
+                    onDrain: { [feed = application.feed] in feed.closeAll() }
+                )),
                 .init(service: application.housekeeping),
+                .init(service: application.eventRelay),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
@@ -62,6 +66,9 @@ struct Application: Sendable {
     let readiness: Readiness
     /// Expired idempotency keys and the revision counter, in the background.
     let housekeeping: Housekeeping
+    /// The change feed, and what fills it from PostgreSQL's notifications.
+    let feed: EventFeed
+    let eventRelay: EventRelay
     /// What the router serves (method and template), for checking `openapi.yaml` against it.
     let routeTable: [(method: HTTPMethod, template: String)]
 
@@ -112,11 +119,15 @@ struct Application: Sendable {
             readiness: readiness, registry: registry, pool: pool, retryAfterSeconds: serverConfiguration.retryAfterSeconds
         ).register(on: &router)
         OpenAPIRoutes(json: openAPIJSON).register(on: &router)
+        let feed = EventFeed(limits: configuration.eventLimits)
+        EventRoutes(feed: feed).register(on: &router)
 
         let server = HTTPServer(configuration: serverConfiguration, responder: router, logger: logger, eventLoops: eventLoops)
         let housekeeping = Housekeeping(store: store, interval: configuration.idempotencyPurgeInterval, logger: logger)
         return Application(
-            eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, housekeeping: housekeeping, routeTable: router.routeTable
+            eventLoops: eventLoops, pool: pool, server: server, readiness: readiness, housekeeping: housekeeping, feed: feed,
+            eventRelay: EventRelay(pool: pool, store: store, feed: feed, listenURL: configuration.listenURL, logger: logger),
+            routeTable: router.routeTable
         )
     }
 

@@ -205,6 +205,21 @@ struct TaskRoutes: Sendable {
         return json.bytes
     }
 
+    /// The task's JSON as `GET /api/tasks/{id}` gives it, without the closing newline (an
+    /// event's `data:` line).
+    static func eventData(_ task: TaskItem) -> [UInt8] {
+        var json = JSONWriter(capacity: 256)
+        task.write(to: &json)
+        return json.bytes
+    }
+
+    /// The settings' JSON as `GET /api/settings` gives it, without the closing newline.
+    static func eventData(_ settings: SettingsItem) -> [UInt8] {
+        var json = JSONWriter(capacity: 96)
+        settings.write(to: &json)
+        return json.bytes
+    }
+
     private static func response(_ status: Int, _ settings: Tagged<SettingsItem>) -> HTTPResponse {
         var json = JSONWriter(capacity: 96)
         settings.value.write(to: &json)

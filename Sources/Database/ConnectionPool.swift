@@ -7,16 +7,16 @@ import Metrics
 /// `withConnection { }` and `withTransaction { }`, and always come back.
 public actor ConnectionPool {
     private var state: PoolStateMachine
-    private let configuration: PoolConfiguration
+    let configuration: PoolConfiguration
     /// The loops connections run on; a query prefers a connection on its caller's loop.
-    private let loops: EventLoopGroup
+    let loops: EventLoopGroup
     /// The pool made `loops` itself, so it stops them at shutdown.
     private let ownsLoops: Bool
     /// A thread of its own for starting connections (host name lookups block).
-    private let connector: EventLoop
+    let connector: EventLoop
     /// A thread of its own for cancel requests (`PQcancel` connects and waits).
-    private let canceller: EventLoop
-    private let logger: Logger
+    let canceller: EventLoop
+    let logger: Logger
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
     private var connections: [Int: PostgresConnection] = [:]

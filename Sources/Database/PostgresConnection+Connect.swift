@@ -14,7 +14,8 @@ extension PostgresConnection {
         id: Int, conninfo: String, applicationName: String, timeout: Duration, loop: EventLoop, starter: EventLoop,
         deadlines: Deadlines, transactionPooled: Bool, canceller: EventLoop,
         onStall: @escaping @Sendable (StallReport) -> Void,
-        onUnexpectedClose: @escaping @Sendable (PostgresError) -> Void
+        onUnexpectedClose: @escaping @Sendable (PostgresError) -> Void,
+        onNotification: (@Sendable (String) -> Void)? = nil
     ) async throws -> PostgresConnection {
         let connection = PostgresConnection(
             id: id, loop: loop, deadlines: deadlines, transactionPooled: transactionPooled, canceller: canceller
@@ -55,6 +56,7 @@ extension PostgresConnection {
                 connection.machine.startCheckingSegments()
                 connection.onUnexpectedClose = onUnexpectedClose
                 connection.onStall = onStall
+                connection.onNotification = onNotification
                 continuation.resume()
             }
         }

@@ -40,6 +40,8 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
     var onStall: (@Sendable (StallReport) -> Void)?
     /// Called once (on the loop thread) when the connection closes for any reason but `close()`.
     var onUnexpectedClose: (@Sendable (PostgresError) -> Void)?
+    /// Called on the loop thread with each notification's payload (a LISTEN connection's).
+    var onNotification: (@Sendable (String) -> Void)?
     private let broken = Atomic<Bool>(false)
     /// Mirrors `machine.hasOpenReadBatch` for the pool, which reads it from any thread.
     private let readBatchOpen = Atomic<Bool>(false)
@@ -255,6 +257,7 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
             return
         }
         machine.progress(now: monotonicNanoseconds())
+        deliverNotifications(pg)
         var previousWasNull = false
         while let pg = connection, PQisBusy(pg) == 0 {
             guard let result = PQgetResult(pg) else {
@@ -274,9 +277,19 @@ public final class PostgresConnection: @unchecked Sendable {  // libpq, libevent
                 perform(machine.received(PostgresResult.classify(result, expected: machine.expected, connectionOK: PQstatus(pg) == CONNECTION_OK)))
             }
         }
+        if let pg = connection { deliverNotifications(pg) }  // parsed while results were read
         if let pg = connection, PQstatus(pg) == CONNECTION_BAD {
             let error = machine.firstServerError
             perform(machine.fail(PostgresError(.connectionLost, errorMessage(pg), sqlState: error?.sqlState)))
+        }
+    }
+
+    /// Hands every notification libpq has read to `onNotification` (dropped when none is set).
+    private func deliverNotifications(_ pg: OpaquePointer) {
+        while let notification = PQnotifies(pg) {
+            let payload = String(cString: notification.pointee.extra)
+            PQfreemem(notification)
+            onNotification?(payload)
         }
     }
 

@@ -29,7 +29,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     private var isOpen = true
     /// The streamed answer being written: its framing, and its producer while it waits for the
     /// output to drain.
-    private var stream: (chunked: Bool, keepAlive: Bool, waiting: CheckedContinuation<Void, Error>?)?
+    private var stream: (chunked: Bool, keepAlive: Bool, openEnded: Bool, waiting: CheckedContinuation<Void, Error>?)?
 
     init(owner: ServerLoop, socket: Int32) {
         self.owner = owner
@@ -101,9 +101,12 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         }
         guard pendingOutput.isEmpty else { return }
         writer?.disarm()
-        if let waiting = stream?.waiting {
-            stream?.waiting = nil
-            waiting.resume()
+        if let current = stream {
+            if current.openEnded { perform(machine.streamProgressed(now: now)) }
+            if let waiting = current.waiting {
+                stream?.waiting = nil
+                waiting.resume()
+            }
         }
         perform(machine.outputDrained(now: now))
     }
@@ -220,7 +223,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
             ))
             return
         }
-        startStream(produce, chunked: !http10, keepAlive: keepAlive)
+        startStream(produce, chunked: !http10, keepAlive: keepAlive, openEnded: response.bodyStreamIsOpenEnded)
     }
 
     // MARK: Streamed answers
@@ -228,8 +231,8 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
     /// Runs the producer of a streamed body (its head is queued): its parts are written as they
     /// come, and it waits whenever more than the output bound is queued. Ends with the last chunk
     /// and the next request, or with a reset when the producer fails.
-    private func startStream(_ produce: @escaping HTTPResponse.BodyStream, chunked: Bool, keepAlive: Bool) {
-        stream = (chunked, keepAlive, nil)
+    private func startStream(_ produce: @escaping HTTPResponse.BodyStream, chunked: Bool, keepAlive: Bool, openEnded: Bool) {
+        stream = (chunked, keepAlive, openEnded, nil)
         perform(machine.streamStarted(now: now))
         let loop = owner.loop
         let writer = ResponseBodyWriter(loop: loop) { [self] bytes, continuation in streamPart(bytes, continuation) }
@@ -258,6 +261,7 @@ final class HTTPConnection: @unchecked Sendable {  // every mutable property is 
         } else {
             send(bytes)
         }
+        if current.openEnded && isOpen && pendingOutput.isEmpty { perform(machine.streamProgressed(now: now)) }
         if isOpen && pendingOutput.count > context.configuration.maxPendingOutputBytes {
             stream?.waiting = continuation  // resumed by `onWritable` once drained, or by `close`
         } else if isOpen {

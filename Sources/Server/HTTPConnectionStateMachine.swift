@@ -212,6 +212,13 @@ struct HTTPConnectionStateMachine {
         return [arm(.io, now: now)]
     }
 
+    /// A part of an open-ended stream was queued: its deadline starts again (a client that stops
+    /// taking parts is cut off one timeout after the last it took).
+    mutating func streamProgressed(now: Duration) -> [Action] {
+        guard state == .streaming else { return [] }
+        return [arm(.io, now: now)]
+    }
+
     /// The streamed body could not be finished (its producer failed): the client must see it
     /// cut short, so the connection is reset.
     mutating func streamFailed() -> [Action] {

@@ -9,6 +9,9 @@ public struct HTTPResponse: Sendable {
     /// producer throws, the connection is reset: the client sees the body cut short, never a
     /// body that looks whole.
     public var bodyStream: BodyStream?
+    /// The stream has no end in sight (server-sent events): instead of one deadline for the
+    /// whole body, each part written must be taken by the client within the timeout.
+    public var bodyStreamIsOpenEnded = false
 
     public typealias BodyStream = @Sendable (ResponseBodyWriter) async throws -> Void
 

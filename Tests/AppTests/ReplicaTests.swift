@@ -23,7 +23,7 @@ struct ReplicaTests {
         }
 
         func stop() {
-            for pid in pids {
+            for pid in pids where kill(pid, 0) == 0 {  // one a test stopped itself is gone already
                 kill(pid, SIGTERM)
                 if BinaryTests.waitForExit(pid, timeout: 15) == nil { kill(pid, SIGKILL) }
             }

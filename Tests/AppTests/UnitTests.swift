@@ -47,8 +47,19 @@ struct UnitTests {
         #expect(configuration.shutdownGrace == .seconds(25))
         #expect(configuration.corsOrigins == AppConfiguration.defaultCORSOrigins)
         #expect(configuration.logLevel == .info)
+        #expect(!configuration.transactionPooling && configuration.listenURL == "postgresql://u@h/db")
+        #expect(configuration.maxWaiters >= configuration.maxConnections && configuration.maxWaiters >= 4096)
+        #expect(configuration.listMaxStreams == 6 && configuration.listBufferedRows == 1000 && configuration.listFetchRows == 500)
+        #expect(configuration.eventLimits.heartbeat == .seconds(15) && configuration.lookupPipelineDepth == 512)
+        let pooled = try AppConfiguration(environment: ["DATABASE_URL": "postgresql://u@h/db", "DB_PGBOUNCER": "Transaction", "HTTP_TIMEOUT_S": "4", "DB_QUERY_TIMEOUT_MS": "3000"])
+        #expect(pooled.transactionPooling && pooled.listenURL == nil, "a transaction pooler carries no LISTEN")
+        #expect(pooled.eventLimits.heartbeat == .seconds(2), "half a short HTTP timeout")
+        let listening = try AppConfiguration(environment: ["DATABASE_URL": "postgresql://u@h/db", "DB_PGBOUNCER": "transaction", "DB_LISTEN_URL": "postgresql://u@direct/db"])
+        #expect(listening.listenURL == "postgresql://u@direct/db")
 
         let bad: [(String, String)] = [
+            ("DB_PGBOUNCER", "yes"), ("SSE_HEARTBEAT_S", "30"), ("SSE_HEARTBEAT_S", "0"), ("LIST_BUFFERED_ROWS", "0"),
+            ("LIST_FETCH_ROWS", "x"), ("DB_LISTEN_URL", "nonsense=1"), ("DB_LOOKUP_PIPELINE_DEPTH", "0"),
             ("PORT", "abc"), ("PORT", "70000"), ("DB_POOL_SIZE", "0"), ("DB_ACQUIRE_TIMEOUT_MS", "-1"),
             ("HTTP_MAX_BODY_BYTES", "lots"), ("HTTP_MAX_HEADER_BYTES", "1"), ("HTTP_TIMEOUT_S", ""),
             ("HTTP_MAX_PENDING_INPUT_BYTES", "10"), ("HTTP_READ_BUFFER_BYTES", "100"), ("HTTP_MAX_PENDING_OUTPUT_BYTES", "x"),

@@ -115,6 +115,50 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
         }
     }
 
+    /// Reads a response's head only (for a body read as it comes: `readChunk`): its status and
+    /// headers.
+    public func readHead() throws -> (status: Int, headers: [(String, String)]) {
+        while true {
+            if let end = headEnd() {
+                let head = String(decoding: buffer[0..<end], as: UTF8.self)
+                buffer.removeFirst(end + 4)
+                var lines = head.components(separatedBy: "\r\n").filter { !$0.isEmpty }
+                let statusLine = lines.removeFirst().split(separator: " ")
+                guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestClientError("bad status line: \(head)") }
+                let headers = lines.map { line -> (String, String) in
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    return (String(parts[0]), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
+                }
+                return (status, headers)
+            }
+            try fill()
+        }
+    }
+
+    /// The next chunk of a chunked body whose head `readHead` read; nil after the last chunk.
+    public func readChunk() throws -> [UInt8]? {
+        func line() throws -> String {
+            while true {
+                if let end = buffer.firstIndex(of: 10), end > 0, buffer[end - 1] == 13 {
+                    let text = String(decoding: buffer[0..<(end - 1)], as: UTF8.self)
+                    buffer.removeFirst(end + 1)
+                    return text
+                }
+                try fill()
+            }
+        }
+        let sizeLine = try line()
+        guard let size = Int(sizeLine, radix: 16) else { throw TestClientError("bad chunk size line: \(sizeLine)") }
+        if size == 0 {
+            _ = try line()
+            return nil
+        }
+        while buffer.count < size + 2 { try fill() }
+        let chunk = Array(buffer[0..<size])
+        buffer.removeFirst(size + 2)
+        return chunk
+    }
+
     /// A chunked body (RFC 9112 §7.1), strictly: hex sizes without extensions, CRLF after each
     /// chunk, the last chunk and no trailers. Throws when it is cut short or malformed.
     private func readChunks() throws -> [UInt8] {
@@ -246,4 +290,70 @@ public func httpRequest(
 /// One JSON request on a new connection.
 public func httpJSON(port: Int, _ method: String, _ path: String, _ json: String) async throws -> TestResponse {
     try await httpRequest(port: port, method, path, headers: [("Content-Type", "application/json")], body: Array(json.utf8))
+}
+
+/// A client of a server-sent event stream (`text/event-stream`, chunked), for the tests.
+public final class EventStreamClient: @unchecked Sendable {  // used by one test task at a time, like its RawConnection
+    /// One event as the stream gave it; `comment` for a line starting with `:`.
+    public struct Event: Sendable, Equatable {
+        public var id: String?
+        public var name: String?
+        public var data: String?
+        public var retry: String?
+        public var comment: String?
+    }
+
+    public let connection: RawConnection
+    public let status: Int
+    public let headers: [(String, String)]
+    private var text = ""
+
+    /// Opens `path` (with `headers`); `timeout` bounds each read.
+    public init(port: Int, path: String = "/api/events", headers: [(String, String)] = [], timeout: TimeInterval = 10) throws {
+        connection = try RawConnection(port: port, timeout: timeout)
+        var head = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        try connection.send(head + "\r\n")
+        let answer = try connection.readHead()
+        status = answer.status
+        self.headers = answer.headers
+    }
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.0.lowercased() == name.lowercased() }?.1
+    }
+
+    /// The next event or comment block; nil when the stream ended. Throws on a read timeout.
+    public func next() throws -> Event? {
+        while true {
+            if let range = text.range(of: "\n\n") {
+                let block = text[..<range.lowerBound]
+                text.removeSubrange(..<range.upperBound)
+                var event = Event()
+                for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                    if line.hasPrefix(":") { event.comment = String(line.dropFirst()).trimmingCharacters(in: .whitespaces); continue }
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    let value = parts.count > 1 ? String(parts[1].drop { $0 == " " }) : ""
+                    switch parts.first.map(String.init) {
+                    case "id": event.id = value
+                    case "event": event.name = value
+                    case "data": event.data = value
+                    case "retry": event.retry = value
+                    default: break
+                    }
+                }
+                return event
+            }
+            guard let chunk = try connection.readChunk() else { return nil }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+    }
+
+    /// The next event with a name (comments and bare `retry:` blocks skipped).
+    public func nextNamed() throws -> Event? {
+        while let event = try next() {
+            if event.name != nil { return event }
+        }
+        return nil
+    }
 }

@@ -1,0 +1,217 @@
+import DequeModule
+import EventLoopCore
+import Foundation
+import Metrics
+
+/// The change feed behind `GET /api/events`: events published by `EventRelay` (from PostgreSQL
+/// notifications) go to every subscriber whose topics they match, each with an id that
+/// increases; the last `historySize` are kept so a client reconnecting with `Last-Event-ID` gets
+/// what it missed, or `resync` when that is no longer held (or the id is another process's).
+/// Fan-out copies a snapshot of the subscribers under the feed's lock and pushes to each under
+/// that subscriber's own lock: O(subscribers) per event, no lock held for long.
+final class EventFeed: Sendable {
+    /// The NOTIFY channel the triggers in `Schema.eventStatements` send on.
+    static let channel = "task_management_events"
+
+    enum Topic: String, CaseIterable, Sendable {
+        case tasks, settings
+    }
+
+    struct Event: Sendable {
+        let sequence: UInt64
+        let name: String
+        let topic: Topic
+        /// The event's `data:` line's content (JSON on one line).
+        let data: [UInt8]
+    }
+
+    struct Limits: Sendable {
+        var maxSubscribers = 4096
+        var historySize = 1000
+        /// Events queued for one subscriber beyond which it is cut off with `resync`.
+        var subscriberBuffer = 256
+        var heartbeat: Duration = .seconds(15)
+    }
+
+    /// Unique to this process: ids of other processes (or of an earlier run) are told apart.
+    let epoch = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
+    let limits: Limits
+    private struct State {
+        var subscribers: [Int: Subscriber] = [:]
+        var history: Deque<Event> = []
+        var nextSequence: UInt64 = 1
+        var nextSubscriber = 0
+        var closed = false
+    }
+    private let state = LockedValue(State())
+    private let metrics = FeedMetrics()
+
+    init(limits: Limits) {
+        self.limits = limits
+    }
+
+    /// A new subscriber to `topics`, with what it missed since `lastEventID` queued first (or a
+    /// `resync` when that is not held); nil when `maxSubscribers` are connected or the feed is
+    /// closed.
+    func subscribe(topics: Set<Topic>, lastEventID: String?) -> Subscriber? {
+        let subscriber: Subscriber? = state.withLock { state in
+            guard !state.closed, state.subscribers.count < limits.maxSubscribers else { return nil }
+            let subscriber = Subscriber(id: state.nextSubscriber, topics: topics, buffer: limits.subscriberBuffer, feed: self)
+            state.nextSubscriber += 1
+            state.subscribers[subscriber.id] = subscriber
+            if let lastEventID {
+                if let missed = Self.events(after: lastEventID, epoch: epoch, in: state.history) {
+                    for event in missed where topics.contains(event.topic) { subscriber.push(.event(event)) }
+                } else {
+                    subscriber.push(.resync)
+                }
+            }
+            return subscriber
+        }
+        if subscriber != nil { metrics.subscribers.record(subscriberCount) }
+        return subscriber
+    }
+
+    /// The held events after `id`, or nil when `id` is not this process's or too old.
+    private static func events(after id: String, epoch: String, in history: Deque<Event>) -> [Event]? {
+        let parts = id.split(separator: "-", maxSplits: 1)
+        guard parts.count == 2, parts[0] == epoch, let sequence = UInt64(parts[1]) else { return nil }
+        guard let first = history.first else { return sequence == 0 ? [] : nil }
+        // Held when the event after it is still in the history (or nothing came since).
+        guard sequence + 1 >= first.sequence, sequence < first.sequence + UInt64(history.count) else { return nil }
+        return history.filter { $0.sequence > sequence }
+    }
+
+    func unsubscribe(_ subscriber: Subscriber) {
+        let removed = state.withLock { $0.subscribers.removeValue(forKey: subscriber.id) != nil }
+        if removed { metrics.subscribers.record(subscriberCount) }
+    }
+
+    /// Gives the change an id, keeps it in the history and queues it for its topic's subscribers.
+    func publish(name: String, topic: Topic, data: [UInt8]) {
+        let (event, subscribers) = state.withLock { state -> (Event, [Subscriber]) in
+            let event = Event(sequence: state.nextSequence, name: name, topic: topic, data: data)
+            state.nextSequence += 1
+            state.history.append(event)
+            if state.history.count > limits.historySize { state.history.removeFirst() }
+            return (event, Array(state.subscribers.values))
+        }
+        for subscriber in subscribers where subscriber.topics.contains(topic) { subscriber.push(.event(event)) }
+    }
+
+    /// Every subscriber is told to refetch: changes may have been missed (the listener was away).
+    func resyncAll() {
+        for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.push(.resync) }
+    }
+
+    /// A heartbeat for every subscriber (sent when nothing else is queued).
+    func heartbeat() {
+        for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.push(.heartbeat) }
+    }
+
+    /// Shutdown: every stream ends now with a retry hint, and no new one starts.
+    func closeAll() {
+        let subscribers = state.withLock { state -> [Subscriber] in
+            state.closed = true
+            return Array(state.subscribers.values)
+        }
+        for subscriber in subscribers { subscriber.push(.closing) }
+    }
+
+    /// The event's id as sent (`<epoch>-<sequence>`).
+    func id(of event: Event) -> String { "\(epoch)-\(event.sequence)" }
+
+    var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+
+    fileprivate func counted(_ item: Subscriber.Item) {
+        switch item {
+        case .event: metrics.eventsSent.increment()
+        case .resync: metrics.resyncs.increment()
+        case .overflowed: metrics.resyncs.increment(); metrics.dropped.increment()
+        case .heartbeat, .closing: break
+        }
+    }
+
+    /// One stream's queue: what the feed pushed and its writer has not taken yet, bounded.
+    final class Subscriber: Sendable {
+        enum Item: Sendable {
+            case event(Event)
+            case resync
+            case heartbeat
+            /// The subscriber fell `buffer` events behind: it is sent `resync` and closed.
+            case overflowed
+            case closing
+        }
+
+        let id: Int
+        let topics: Set<Topic>
+        private let buffer: Int
+        private unowned let feed: EventFeed
+        private struct Queue {
+            var items: Deque<Item> = []
+            var waiter: CheckedContinuation<Item, Never>?
+            var ended = false
+        }
+        private let queue = LockedValue(Queue())
+
+        fileprivate init(id: Int, topics: Set<Topic>, buffer: Int, feed: EventFeed) {
+            self.id = id
+            self.topics = topics
+            self.buffer = buffer
+            self.feed = feed
+        }
+
+        fileprivate func push(_ item: Item) {
+            let waiter = queue.withLock { queue -> CheckedContinuation<Item, Never>? in
+                guard !queue.ended else { return nil }
+                if case .heartbeat = item, !queue.items.isEmpty { return nil }  // something is on its way already
+                if let waiter = queue.waiter {
+                    queue.waiter = nil
+                    return waiter
+                }
+                if queue.items.count >= buffer {
+                    queue.items = [.overflowed]
+                    queue.ended = true
+                } else {
+                    queue.items.append(item)
+                }
+                return nil
+            }
+            waiter?.resume(returning: item)
+        }
+
+        /// The next item, waiting for one; after `.overflowed` or `.closing` the stream ends.
+        func next() async -> Item {
+            let item: Item = await withCheckedContinuation { continuation in
+                let ready = queue.withLock { queue -> Item? in
+                    if let first = queue.items.popFirst() { return first }
+                    queue.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+            feed.counted(item)
+            return item
+        }
+
+        /// The stream is over: unregistered, and anything queued dropped.
+        func cancel() {
+            let waiter = queue.withLock { queue -> CheckedContinuation<Item, Never>? in
+                queue.ended = true
+                queue.items.removeAll()
+                defer { queue.waiter = nil }
+                return queue.waiter
+            }
+            waiter?.resume(returning: .closing)
+            feed.unsubscribe(self)
+        }
+    }
+}
+
+/// The feed's series on `/metrics`.
+private struct FeedMetrics: Sendable {
+    let subscribers = Metrics.Gauge(label: "sse_subscribers")
+    let eventsSent = Metrics.Counter(label: "sse_events_sent_total")
+    let resyncs = Metrics.Counter(label: "sse_resyncs_total")
+    let dropped = Metrics.Counter(label: "sse_subscribers_dropped_total")
+}
