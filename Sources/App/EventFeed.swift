@@ -180,18 +180,25 @@ final class EventFeed: Sendable {
             waiter?.resume(returning: item)
         }
 
-        /// The next item, waiting for one; after `.overflowed` or `.closing` the stream ends.
-        func next() async -> Item {
-            let item: Item = await withCheckedContinuation { continuation in
+        /// Everything queued (at least one item, waiting for it): a subscriber that fell behind
+        /// catches up in one write. After `.overflowed` or `.closing` the stream ends.
+        func next() async -> [Item] {
+            var items: [Item] = []
+            let first: Item = await withCheckedContinuation { continuation in
                 let ready = queue.withLock { queue -> Item? in
-                    if let first = queue.items.popFirst() { return first }
-                    queue.waiter = continuation
-                    return nil
+                    guard let first = queue.items.popFirst() else {
+                        queue.waiter = continuation
+                        return nil
+                    }
+                    items = Array(queue.items)
+                    queue.items.removeAll(keepingCapacity: true)
+                    return first
                 }
                 if let ready { continuation.resume(returning: ready) }
             }
-            feed.counted(item)
-            return item
+            items.insert(first, at: 0)
+            for item in items { feed.counted(item) }
+            return items
         }
 
         /// The stream is over: unregistered, and anything queued dropped.

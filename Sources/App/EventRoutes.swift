@@ -29,20 +29,21 @@ struct EventRoutes: Sendable {
             let subscriber = subscription.subscriber
             try await writer.write(retry)
             while true {
-                switch await subscriber.next() {
-                case .event(let event):
-                    try await writer.write(Self.frame(id: feed.id(of: event), name: event.name, data: event.data))
-                case .heartbeat:
-                    try await writer.write(Self.heartbeat)
-                case .resync:
-                    try await writer.write(Self.resync)
-                case .overflowed:
-                    try await writer.write(Self.resync)
-                    return
-                case .closing:
-                    try await writer.write(retry)
-                    return
+                // What is queued goes out in one write; a heartbeat only when nothing else does.
+                var bytes: [UInt8] = []
+                var ended = false
+                for item in await subscriber.next() {
+                    switch item {
+                    case .event(let event): bytes += Self.frame(id: feed.id(of: event), name: event.name, data: event.data)
+                    case .heartbeat: if bytes.isEmpty { bytes = Self.heartbeat }
+                    case .resync: bytes += Self.resync
+                    case .overflowed: bytes += Self.resync; ended = true
+                    case .closing: bytes += retry; ended = true
+                    }
+                    if ended { break }
                 }
+                try await writer.write(bytes)
+                if ended { return }
             }
         }
         response.bodyStreamIsOpenEnded = true
