@@ -21,8 +21,9 @@ final class EventFeed: Sendable {
         let sequence: UInt64
         let name: String
         let topic: Topic
-        /// The event's `data:` line's content (JSON on one line).
-        let data: [UInt8]
+        /// The event as the stream sends it (`id:`, `event:` and `data:` lines and the blank
+        /// line), written once for every subscriber.
+        let frame: [UInt8]
     }
 
     struct Limits: Sendable {
@@ -31,6 +32,9 @@ final class EventFeed: Sendable {
         /// Events queued for one subscriber beyond which it is cut off with `resync`.
         var subscriberBuffer = 256
         var heartbeat: Duration = .seconds(15)
+        /// How often queued events are handed to the streams: one write per stream per round,
+        /// however many events came (a write per event per stream does not scale).
+        var batchInterval: Duration = .milliseconds(25)
     }
 
     /// Unique to this process: ids of other processes (or of an earlier run) are told apart.
@@ -42,6 +46,8 @@ final class EventFeed: Sendable {
         var nextSequence: UInt64 = 1
         var nextSubscriber = 0
         var closed = false
+        /// Something was queued since the last `flush`.
+        var pending = false
     }
     private let state = LockedValue(State())
     private let metrics = FeedMetrics()
@@ -90,10 +96,13 @@ final class EventFeed: Sendable {
     /// Gives the change an id, keeps it in the history and queues it for its topic's subscribers.
     func publish(name: String, topic: Topic, data: [UInt8]) {
         let (event, subscribers) = state.withLock { state -> (Event, [Subscriber]) in
-            let event = Event(sequence: state.nextSequence, name: name, topic: topic, data: data)
+            let id = "\(epoch)-\(state.nextSequence)"
+            let frame = Array("id: \(id)\nevent: \(name)\ndata: ".utf8) + data + Array("\n\n".utf8)
+            let event = Event(sequence: state.nextSequence, name: name, topic: topic, frame: frame)
             state.nextSequence += 1
             state.history.append(event)
             if state.history.count > limits.historySize { state.history.removeFirst() }
+            state.pending = true
             return (event, Array(state.subscribers.values))
         }
         for subscriber in subscribers where subscriber.topics.contains(topic) { subscriber.push(.event(event)) }
@@ -101,12 +110,30 @@ final class EventFeed: Sendable {
 
     /// Every subscriber is told to refetch: changes may have been missed (the listener was away).
     func resyncAll() {
-        for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.push(.resync) }
+        for subscriber in markPending() { subscriber.push(.resync) }
     }
 
     /// A heartbeat for every subscriber (sent when nothing else is queued).
     func heartbeat() {
-        for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.push(.heartbeat) }
+        for subscriber in markPending() { subscriber.push(.heartbeat) }
+    }
+
+    private func markPending() -> [Subscriber] {
+        state.withLock { state in
+            state.pending = true
+            return Array(state.subscribers.values)
+        }
+    }
+
+    /// Hands what was queued since the last round to the streams waiting for it (called every
+    /// `limits.batchInterval`).
+    func flush() {
+        let subscribers = state.withLock { state -> [Subscriber] in
+            guard state.pending else { return [] }
+            state.pending = false
+            return Array(state.subscribers.values)
+        }
+        for subscriber in subscribers { subscriber.wake() }
     }
 
     /// Shutdown: every stream ends now with a retry hint, and no new one starts.
@@ -118,18 +145,22 @@ final class EventFeed: Sendable {
         for subscriber in subscribers { subscriber.push(.closing) }
     }
 
-    /// The event's id as sent (`<epoch>-<sequence>`).
-    func id(of event: Event) -> String { "\(epoch)-\(event.sequence)" }
-
     var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 
-    fileprivate func counted(_ item: Subscriber.Item) {
-        switch item {
-        case .event: metrics.eventsSent.increment()
-        case .resync: metrics.resyncs.increment()
-        case .overflowed: metrics.resyncs.increment(); metrics.dropped.increment()
-        case .heartbeat, .closing: break
+    /// Counts what a subscriber took from its queue in one go.
+    fileprivate func counted(_ items: [Subscriber.Item]) {
+        var events = 0, resyncs = 0, dropped = 0
+        for item in items {
+            switch item {
+            case .event: events += 1
+            case .resync: resyncs += 1
+            case .overflowed: resyncs += 1; dropped += 1
+            case .heartbeat, .closing: break
+            }
         }
+        if events > 0 { metrics.eventsSent.increment(by: events) }
+        if resyncs > 0 { metrics.resyncs.increment(by: resyncs) }
+        if dropped > 0 { metrics.dropped.increment(by: dropped) }
     }
 
     /// One stream's queue: what the feed pushed and its writer has not taken yet, bounded.
@@ -149,8 +180,13 @@ final class EventFeed: Sendable {
         private unowned let feed: EventFeed
         private struct Queue {
             var items: Deque<Item> = []
-            var waiter: CheckedContinuation<Item, Never>?
+            var waiter: CheckedContinuation<[Item], Never>?
             var ended = false
+
+            mutating func takeWaiting() -> CheckedContinuation<[Item], Never>? {
+                defer { waiter = nil }
+                return waiter
+            }
         }
         private let queue = LockedValue(Queue())
 
@@ -161,55 +197,63 @@ final class EventFeed: Sendable {
             self.feed = feed
         }
 
+        /// Queues `item`; the stream takes it at the feed's next `flush` (`.closing` at once).
         fileprivate func push(_ item: Item) {
-            let waiter = queue.withLock { queue -> CheckedContinuation<Item, Never>? in
+            let waiter = queue.withLock { queue -> CheckedContinuation<[Item], Never>? in
                 guard !queue.ended else { return nil }
                 if case .heartbeat = item, !queue.items.isEmpty { return nil }  // something is on its way already
-                if let waiter = queue.waiter {
-                    queue.waiter = nil
-                    return waiter
-                }
                 if queue.items.count >= buffer {
                     queue.items = [.overflowed]
                     queue.ended = true
                 } else {
                     queue.items.append(item)
                 }
-                return nil
+                guard case .closing = item else { return nil }
+                return queue.takeWaiting()
             }
-            waiter?.resume(returning: item)
+            waiter?.resume(returning: [item])
         }
 
-        /// Everything queued (at least one item, waiting for it): a subscriber that fell behind
-        /// catches up in one write. After `.overflowed` or `.closing` the stream ends.
-        func next() async -> [Item] {
+        /// Hands everything queued to a stream waiting for it.
+        fileprivate func wake() {
             var items: [Item] = []
-            let first: Item = await withCheckedContinuation { continuation in
-                let ready = queue.withLock { queue -> Item? in
-                    guard let first = queue.items.popFirst() else {
+            let waiter = queue.withLock { queue -> CheckedContinuation<[Item], Never>? in
+                guard queue.waiter != nil, !queue.items.isEmpty else { return nil }
+                items = Array(queue.items)
+                queue.items.removeAll(keepingCapacity: true)
+                return queue.takeWaiting()
+            }
+            waiter?.resume(returning: items)
+        }
+
+        /// Everything queued (at least one item, waiting for the next `flush`): a subscriber
+        /// that fell behind catches up in one write. After `.overflowed` or `.closing` the stream
+        /// ends.
+        func next() async -> [Item] {
+            let items: [Item] = await withCheckedContinuation { continuation in
+                let ready = queue.withLock { queue -> [Item]? in
+                    guard !queue.items.isEmpty else {
                         queue.waiter = continuation
                         return nil
                     }
-                    items = Array(queue.items)
+                    let items = Array(queue.items)
                     queue.items.removeAll(keepingCapacity: true)
-                    return first
+                    return items
                 }
                 if let ready { continuation.resume(returning: ready) }
             }
-            items.insert(first, at: 0)
-            for item in items { feed.counted(item) }
+            feed.counted(items)
             return items
         }
 
         /// The stream is over: unregistered, and anything queued dropped.
         func cancel() {
-            let waiter = queue.withLock { queue -> CheckedContinuation<Item, Never>? in
+            let waiter = queue.withLock { queue -> CheckedContinuation<[Item], Never>? in
                 queue.ended = true
                 queue.items.removeAll()
-                defer { queue.waiter = nil }
-                return queue.waiter
+                return queue.takeWaiting()
             }
-            waiter?.resume(returning: .closing)
+            waiter?.resume(returning: [.closing])
             feed.unsubscribe(self)
         }
     }

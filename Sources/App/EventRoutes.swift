@@ -21,7 +21,6 @@ struct EventRoutes: Sendable {
         }
         // Ends the subscription when the answer goes, written or not (HEAD runs no producer).
         let subscription = Subscription(subscriber)
-        let feed = feed
         let retry = Array("retry: \(reconnectMilliseconds)\n\n".utf8)
         var response = HTTPResponse(
             status: 200, headers: HTTPHeaders([("Content-Type", "text/event-stream"), ("X-Accel-Buffering", "no")])
@@ -34,7 +33,7 @@ struct EventRoutes: Sendable {
                 var ended = false
                 for item in await subscriber.next() {
                     switch item {
-                    case .event(let event): bytes += Self.frame(id: feed.id(of: event), name: event.name, data: event.data)
+                    case .event(let event): bytes += event.frame
                     case .heartbeat: if bytes.isEmpty { bytes = Self.heartbeat }
                     case .resync: bytes += Self.resync
                     case .overflowed: bytes += Self.resync; ended = true
@@ -61,10 +60,6 @@ struct EventRoutes: Sendable {
             topics.insert(topic)
         }
         return topics
-    }
-
-    static func frame(id: String, name: String, data: [UInt8]) -> [UInt8] {
-        Array("id: \(id)\nevent: \(name)\ndata: ".utf8) + data + Array("\n\n".utf8)
     }
 
     static let heartbeat = Array(": heartbeat\n\n".utf8)

@@ -121,21 +121,31 @@ struct EventRelay: Service {
     func run() async throws {
         let connected = Gauge(label: "sse_listener_connected")
         connected.record(0)
+        let feed = feed
+        let heartbeats = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: feed.limits.heartbeat)
+                feed.heartbeat()
+            }
+        }
+        let rounds = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: feed.limits.batchInterval)
+                feed.flush()
+            }
+        }
+        defer {
+            heartbeats.cancel()
+            rounds.cancel()
+        }
         guard let listenURL else {
             logger.warning("no LISTEN connection (DB_PGBOUNCER=transaction without DB_LISTEN_URL): /api/events sends heartbeats only")
             try? await gracefulShutdown()
             return
         }
         let (notifications, sink) = AsyncStream.makeStream(of: NotificationListener.Event.self, bufferingPolicy: .bufferingOldest(Self.maxPending))
-        let feed = feed
         let listener = pool.listen(channel: EventFeed.channel, conninfo: listenURL) { event in
             if case .dropped = sink.yield(event) { feed.resyncAll() }
-        }
-        let heartbeats = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: feed.limits.heartbeat)
-                feed.heartbeat()
-            }
         }
         await cancelWhenGracefulShutdown {
             var listenedBefore = false
@@ -153,7 +163,6 @@ struct EventRelay: Service {
             }
         }
         listener.stop()
-        heartbeats.cancel()
         sink.finish()
     }
 
