@@ -2,25 +2,16 @@
 chromium-driver, driven by selenium) loads ui/index.html, which makes the UI's calls with fetch,
 from each allowed development origin and from one that is not allowed. Screenshots are kept in
 the artifacts folder."""
-import functools
-import http.server
-import os
-import pathlib
-import threading
 import uuid
 
 import pytest
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from conftest import serve_pages, start_chromium, stop_pages
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-UI = pathlib.Path(__file__).parent / "ui"
 ALLOWED_PORTS = (5173, 3000)  # http://localhost:5173 and :3000 are in CORS_ORIGINS' default
 DISALLOWED_PORT = 4173  # http://localhost:4173 is not
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 # What the page's log holds after a run from an allowed origin, call by call.
 EXPECTED_CALLS = [
     ("GET", "/settings", "200"),
@@ -36,35 +27,17 @@ EXPECTED_CALLS = [
 ]
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def page_servers():
     """The test page served on 127.0.0.1 at each port, as a development server would."""
-    servers = []
-    for port in (*ALLOWED_PORTS, DISALLOWED_PORT):
-        handler = functools.partial(QuietHandler, directory=str(UI))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
+    servers = serve_pages((*ALLOWED_PORTS, DISALLOWED_PORT))
     yield
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    stop_pages(servers)
 
 
 @pytest.fixture(scope="module")
 def browser(page_servers):
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1000"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_chromium(logging=True)
     yield driver
     driver.quit()
 

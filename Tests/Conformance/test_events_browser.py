@@ -3,31 +3,18 @@ driven by selenium) opens ui/events.html, which subscribes to one replica's /api
 EventSource, and shows a task created through the other replica; from an origin that is not
 allowed the page receives nothing. Needs TASKM_BASE_URL and TASKM_OTHER_URL (two servers on
 one database: scripts/conformance.sh, or scripts/test.sh when Chromium is installed)."""
-import functools
-import http.server
 import os
-import pathlib
-import threading
 import time
 import uuid
 
 import pytest
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from conftest import serve_pages, start_chromium, stop_pages
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-UI = pathlib.Path(__file__).parent / "ui"
 ALLOWED_PORT = 5173  # http://localhost:5173 is in CORS_ORIGINS' default
 DISALLOWED_PORT = 4174  # http://localhost:4174 is not
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -39,32 +26,12 @@ def other_url():
 
 
 @pytest.fixture(scope="module")
-def event_pages():
-    servers = []
-    for port in (ALLOWED_PORT, DISALLOWED_PORT):
-        handler = functools.partial(QuietHandler, directory=str(UI))
-        try:
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        except OSError:
-            continue  # already served by the other browser test's fixture in this run
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    yield
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture(scope="module")
-def event_browser(event_pages):
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1000"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+def event_browser():
+    servers = serve_pages((ALLOWED_PORT, DISALLOWED_PORT))
+    driver = start_chromium()
     yield driver
     driver.quit()
+    stop_pages(servers)
 
 
 def items(browser):

@@ -87,14 +87,7 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
     public func readResponse(headOnly: Bool = false) throws -> TestResponse {
         while true {
             if let end = headEnd() {
-                let head = String(decoding: buffer[0..<end], as: UTF8.self)
-                var lines = head.components(separatedBy: "\r\n").filter { !$0.isEmpty }
-                let statusLine = lines.removeFirst().split(separator: " ")
-                guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestClientError("bad status line: \(head)") }
-                let headers = lines.map { line -> (String, String) in
-                    let parts = line.split(separator: ":", maxSplits: 1)
-                    return (String(parts[0]), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
-                }
+                let (status, headers) = try Self.parseHead(buffer[0..<end])
                 if status == 100 {
                     buffer.removeFirst(end + 4)
                     continue
@@ -115,21 +108,27 @@ public final class RawConnection: @unchecked Sendable {  // used by one test tas
         }
     }
 
+    /// A response head's status and headers.
+    private static func parseHead(_ bytes: ArraySlice<UInt8>) throws -> (status: Int, headers: [(String, String)]) {
+        let head = String(decoding: bytes, as: UTF8.self)
+        var lines = head.components(separatedBy: "\r\n").filter { !$0.isEmpty }
+        let statusLine = lines.removeFirst().split(separator: " ")
+        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestClientError("bad status line: \(head)") }
+        let headers = lines.map { line -> (String, String) in
+            let parts = line.split(separator: ":", maxSplits: 1)
+            return (String(parts[0]), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
+        }
+        return (status, headers)
+    }
+
     /// Reads a response's head only (for a body read as it comes: `readChunk`): its status and
     /// headers.
     public func readHead() throws -> (status: Int, headers: [(String, String)]) {
         while true {
             if let end = headEnd() {
-                let head = String(decoding: buffer[0..<end], as: UTF8.self)
+                let head = try Self.parseHead(buffer[0..<end])
                 buffer.removeFirst(end + 4)
-                var lines = head.components(separatedBy: "\r\n").filter { !$0.isEmpty }
-                let statusLine = lines.removeFirst().split(separator: " ")
-                guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestClientError("bad status line: \(head)") }
-                let headers = lines.map { line -> (String, String) in
-                    let parts = line.split(separator: ":", maxSplits: 1)
-                    return (String(parts[0]), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
-                }
-                return (status, headers)
+                return head
             }
             try fill()
         }
