@@ -81,14 +81,19 @@ struct TaskRoutes: Sendable {
         }
         let slot = ListStreaming.Lease(streaming.slots)
         let cursor = try await store.openList(query, batchRows: streaming.fetchRows)
+        // The first batch is read before the head goes out: a database that fails at once is
+        // still answered 503; a failure later can only cut the body short.
+        let first = try await cursor.next()
         // The slot and the cursor go when the answer does: written, or dropped unwritten (HEAD).
         return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/json")])) { writer in
             withExtendedLifetime(slot) {}
             var json = JSONWriter(capacity: 16)
             json.beginArray()
-            while let batch = try await cursor.next() {
-                for task in batch { task.write(to: &json) }
-                try await writer.write(json.takeBytes(reservingCapacity: batch.count * 220 + 16))
+            var batch = first
+            while let tasks = batch {
+                for task in tasks { task.write(to: &json) }
+                try await writer.write(json.takeBytes(reservingCapacity: tasks.count * 220 + 16))
+                batch = try await cursor.next()
             }
             json.endArray()
             json.newline()

@@ -10,8 +10,10 @@ thread i talks to the i-th port, round robin.
 Each thread owns the tasks it creates and knows what they hold; lists are checked for the
 thread's own tasks (present with their values when created before the list was asked for and
 not deleted, absent when deleted before), ids must be unique and in order. A 503 is allowed
-(the write may or may not have happened: the task becomes unknown to the checker); a 5xx other
-than 503, a dropped connection, or no answer within 20 s is counted as a failure.
+(the write may or may not have happened: the task becomes unknown to the checker), and so is a
+streamed (chunked) list reset before its last chunk ("cut": the server's way of failing a body
+it has begun); a 5xx other than 503, any other dropped connection, or no answer within 20 s is
+counted as a failure.
 
 Half of the creates carry an Idempotency-Key and are retried with it after a 503, a 409 or a
 lost answer: at the end no such task may exist twice. Half of the updates of a task whose ETag
@@ -33,7 +35,7 @@ ports, seconds = [int(port) for port in sys.argv[1].split(",")], float(sys.argv[
 threads = int(sys.argv[3]) if len(sys.argv) > 3 else 12
 TIMEOUT = 20
 lock = threading.Lock()
-counts = {"requests": 0, "ok": 0, "503": 0, "wrong": 0, "failures": 0, "hangs": 0}
+counts = {"requests": 0, "ok": 0, "503": 0, "cut": 0, "wrong": 0, "failures": 0, "hangs": 0}
 examples = []
 all_ids = {}  # id -> thread that created it
 keyed_titles = set()  # titles of creates sent with an Idempotency-Key
@@ -63,10 +65,21 @@ class Client:
                 self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
             headers = {"Content-Type": "application/json"} if body is not None else {}
             headers.update(extra or {})
+            response = None
             try:
                 self.connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
                 response = self.connection.getresponse()
                 data = response.read()
+            except (ConnectionResetError, http.client.IncompleteRead) as error:
+                self.connection.close()
+                self.connection = None
+                if response is not None and response.chunked:
+                    # A streamed list whose database failed part-way: reset before its last
+                    # chunk, so the client cannot take it for whole. No answer, like a 503.
+                    record("cut")
+                    return None
+                record("failures", f"{method} {path}: {error!r}")
+                return None
             except socket.timeout:
                 self.connection.close()
                 self.connection = None
