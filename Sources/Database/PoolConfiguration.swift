@@ -14,7 +14,9 @@ public struct PoolConfiguration: Sendable {
     /// Most single-statement queries pipelined on one connection at once (1: no pipelining).
     public var pipelineDepth: Int
     /// The same for lookups (one-row reads), which cost PostgreSQL little each: under many
-    /// concurrent requests they go deeper into the pipelines instead of waiting for the pool.
+    /// concurrent requests they can go deeper into the pipelines instead of waiting for the pool
+    /// (by default no deeper: lookups stacked behind a statement blocked on a lock wait until
+    /// the stall is noticed, so a deep pipeline makes a locked table cost other tables more).
     public var lookupPipelineDepth: Int
     /// Longest a statement may take (queueing on its connection included) before it is
     /// answered `.queryTimeout` and cancelled on the server.
@@ -31,7 +33,7 @@ public struct PoolConfiguration: Sendable {
         conninfo: String, applicationName: String = "task-management", maxConnections: Int = 8,
         minConnections: Int = 1, maxWaiters: Int = PoolConfiguration.defaultMaxWaiters, acquireTimeout: Duration = .seconds(2),
         connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
-        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16, lookupPipelineDepth: Int = 512,
+        maxBackoff: Duration = .seconds(5), pipelineDepth: Int = 16, lookupPipelineDepth: Int = 16,
         queryTimeout: Duration = .seconds(5), stallThreshold: Duration = .seconds(1), transactionPooling: Bool = false
     ) {
         self.conninfo = conninfo

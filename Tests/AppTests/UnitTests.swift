@@ -50,7 +50,7 @@ struct UnitTests {
         #expect(!configuration.transactionPooling && configuration.listenURL == "postgresql://u@h/db")
         #expect(configuration.maxWaiters >= configuration.maxConnections && configuration.maxWaiters >= 4096)
         #expect(configuration.listMaxStreams == 6 && configuration.listBufferedRows == 1000 && configuration.listFetchRows == 500)
-        #expect(configuration.eventLimits.heartbeat == .seconds(15) && configuration.lookupPipelineDepth == 512)
+        #expect(configuration.eventLimits.heartbeat == .seconds(15) && configuration.lookupPipelineDepth == 16)
         let pooled = try AppConfiguration(environment: ["DATABASE_URL": "postgresql://u@h/db", "DB_PGBOUNCER": "Transaction", "HTTP_TIMEOUT_S": "4", "DB_QUERY_TIMEOUT_MS": "3000"])
         #expect(pooled.transactionPooling && pooled.listenURL == nil, "a transaction pooler carries no LISTEN")
         #expect(pooled.eventLimits.heartbeat == .seconds(2), "half a short HTTP timeout")
