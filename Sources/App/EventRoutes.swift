@@ -8,7 +8,7 @@ import Server
 struct EventRoutes: Sendable {
     let feed: EventFeed
     /// What `retry:` tells a client to wait before reconnecting, in milliseconds.
-    var reconnectMilliseconds = 1000
+    let reconnectMilliseconds: Int
 
     func register(on router: inout Router) {
         router.add(.get, "/api/events") { try events($0) }

@@ -144,7 +144,8 @@ struct EventRelay: Service {
             return
         }
         let (notifications, sink) = AsyncStream.makeStream(of: NotificationListener.Event.self, bufferingPolicy: .bufferingOldest(Self.maxPending))
-        let listener = pool.listen(channel: EventFeed.channel, conninfo: listenURL) { event in
+        // Pinged as often as the streams get heartbeats: a dead LISTEN connection is noticed as soon.
+        let listener = pool.listen(channel: EventFeed.channel, conninfo: listenURL, pingInterval: feed.limits.heartbeat) { event in
             if case .dropped = sink.yield(event) { feed.resyncAll() }
         }
         await cancelWhenGracefulShutdown {

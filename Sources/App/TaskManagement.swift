@@ -120,7 +120,8 @@ struct Application: Sendable {
         ).register(on: &router)
         OpenAPIRoutes(json: openAPIJSON).register(on: &router)
         let feed = EventFeed(limits: configuration.eventLimits)
-        EventRoutes(feed: feed).register(on: &router)
+        // The stream's `retry:` hint is the same wait a 503's Retry-After gives.
+        EventRoutes(feed: feed, reconnectMilliseconds: serverConfiguration.retryAfterSeconds * 1000).register(on: &router)
 
         let server = HTTPServer(configuration: serverConfiguration, responder: router, logger: logger, eventLoops: eventLoops)
         let housekeeping = Housekeeping(store: store, interval: configuration.idempotencyPurgeInterval, logger: logger)

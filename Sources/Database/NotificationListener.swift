@@ -105,7 +105,7 @@ extension ConnectionPool {
     /// with this pool's settings, loops and helper threads, connecting to `conninfo` (the pool's
     /// own when nil: a transaction pooler cannot carry a LISTEN); it runs until `stop()`.
     public nonisolated func listen(
-        channel: String, conninfo: String? = nil, pingInterval: Duration = .seconds(15),
+        channel: String, conninfo: String? = nil, pingInterval: Duration,
         onEvent: @escaping @Sendable (NotificationListener.Event) -> Void
     ) -> NotificationListener {
         var configuration = configuration
