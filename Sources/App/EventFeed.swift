@@ -67,7 +67,7 @@ final class EventFeed: Sendable {
             state.subscribers[subscriber.id] = subscriber
             if let lastEventID {
                 if let missed = Self.events(after: lastEventID, epoch: epoch, in: state.history) {
-                    for event in missed where topics.contains(event.topic) { subscriber.push(.event(event)) }
+                    subscriber.push(missed.lazy.filter { topics.contains($0.topic) }.map { .event($0) })
                 } else {
                     subscriber.push(.resync)
                 }
@@ -93,19 +93,35 @@ final class EventFeed: Sendable {
         if removed { metrics.subscribers.record(subscriberCount) }
     }
 
-    /// Gives the change an id, keeps it in the history and queues it for its topic's subscribers.
-    func publish(name: String, topic: Topic, data: [UInt8]) {
-        let (event, subscribers) = state.withLock { state -> (Event, [Subscriber]) in
-            let id = "\(epoch)-\(state.nextSequence)"
-            let frame = Array("id: \(id)\nevent: \(name)\ndata: ".utf8) + data + Array("\n\n".utf8)
-            let event = Event(sequence: state.nextSequence, name: name, topic: topic, frame: frame)
-            state.nextSequence += 1
-            state.history.append(event)
-            if state.history.count > limits.historySize { state.history.removeFirst() }
+    /// A committed change as the relay hands it over: the event's name, topic and data.
+    struct Change: Sendable {
+        let name: String
+        let topic: Topic
+        let data: [UInt8]
+    }
+
+    /// Gives each change an id, keeps it in the history and queues it for its topic's
+    /// subscribers (each subscriber's queue is locked once for all of them).
+    func publish(_ changes: [Change]) {
+        guard !changes.isEmpty else { return }
+        let (events, subscribers) = state.withLock { state -> ([Event], [Subscriber]) in
+            var events: [Event] = []
+            events.reserveCapacity(changes.count)
+            for change in changes {
+                let id = "\(epoch)-\(state.nextSequence)"
+                let frame = Array("id: \(id)\nevent: \(change.name)\ndata: ".utf8) + change.data + Array("\n\n".utf8)
+                events.append(Event(sequence: state.nextSequence, name: change.name, topic: change.topic, frame: frame))
+                state.nextSequence += 1
+            }
+            state.history.append(contentsOf: events)
+            if state.history.count > limits.historySize { state.history.removeFirst(state.history.count - limits.historySize) }
             state.pending = true
-            return (event, Array(state.subscribers.values))
+            return (events, Array(state.subscribers.values))
         }
-        for subscriber in subscribers where subscriber.topics.contains(topic) { subscriber.push(.event(event)) }
+        let topics = Set(events.map(\.topic))
+        for subscriber in subscribers where !subscriber.topics.isDisjoint(with: topics) {
+            subscriber.push(events.lazy.filter { subscriber.topics.contains($0.topic) }.map { .event($0) })
+        }
     }
 
     /// Every subscriber is told to refetch: changes may have been missed (the listener was away).
@@ -199,19 +215,32 @@ final class EventFeed: Sendable {
 
         /// Queues `item`; the stream takes it at the feed's next `flush` (`.closing` at once).
         fileprivate func push(_ item: Item) {
+            push(CollectionOfOne(item))
+        }
+
+        /// Queues `items` in order, under one lock.
+        fileprivate func push(_ items: some Sequence<Item>) {
+            var taken: [Item] = []
             let waiter = queue.withLock { queue -> CheckedContinuation<[Item], Never>? in
-                guard !queue.ended else { return nil }
-                if case .heartbeat = item, !queue.items.isEmpty { return nil }  // something is on its way already
-                if queue.items.count >= buffer {
-                    queue.items = [.overflowed]
-                    queue.ended = true
-                } else {
+                var closing = false
+                for item in items {
+                    guard !queue.ended else { return nil }
+                    if case .heartbeat = item, !queue.items.isEmpty { continue }  // something is on its way already
+                    if queue.items.count >= buffer {
+                        queue.items = [.overflowed]
+                        queue.ended = true
+                        return nil
+                    }
                     queue.items.append(item)
+                    if case .closing = item { closing = true }
                 }
-                guard case .closing = item else { return nil }
+                // Closing: what is queued goes out now, not at the next round.
+                guard closing, queue.waiter != nil else { return nil }
+                taken = Array(queue.items)
+                queue.items.removeAll()
                 return queue.takeWaiting()
             }
-            waiter?.resume(returning: [item])
+            waiter?.resume(returning: taken)
         }
 
         /// Hands everything queued to a stream waiting for it.

@@ -44,6 +44,11 @@ struct PostgresTaskStore: TaskStore {
         try TaskColumns.decodeFirstTagged(try await pool.query(Statements.findTask, [.int(id)]))
     }
 
+    func find(ids: [Int]) async throws -> [TaskItem] {
+        guard !ids.isEmpty else { return [] }
+        return try TaskColumns.decodeAll(try await pool.query(Statements.findTasks, [.text(ids.map(String.init).joined(separator: ","))]))
+    }
+
     func create(_ task: NewTask) async throws -> Tagged<TaskItem> {
         try await insert(task) { try await pool.query($0, $1) }
     }

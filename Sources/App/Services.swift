@@ -117,6 +117,8 @@ struct EventRelay: Service {
     let logger: Logger
     /// Notifications waiting to be turned into events; beyond this, subscribers resync.
     static let maxPending = 10_000
+    /// Notifications whose rows are read in one statement.
+    static let maxBatch = 1000
 
     func run() async throws {
         let connected = Gauge(label: "sse_listener_connected")
@@ -143,53 +145,108 @@ struct EventRelay: Service {
             try? await gracefulShutdown()
             return
         }
-        let (notifications, sink) = AsyncStream.makeStream(of: NotificationListener.Event.self, bufferingPolicy: .bufferingOldest(Self.maxPending))
+        let notifications = BatchQueue<NotificationListener.Event>(capacity: Self.maxPending)
         // Pinged as often as the streams get heartbeats: a dead LISTEN connection is noticed as soon.
         let listener = pool.listen(channel: EventFeed.channel, conninfo: listenURL, pingInterval: feed.limits.heartbeat) { event in
-            if case .dropped = sink.yield(event) { feed.resyncAll() }
+            if !notifications.push(event) { feed.resyncAll() }
         }
         await cancelWhenGracefulShutdown {
             var listenedBefore = false
-            for await event in notifications {
-                switch event {
-                case .listening:
-                    connected.record(1)
-                    if listenedBefore { feed.resyncAll() }
-                    listenedBefore = true
-                case .lost:
-                    connected.record(0)
-                case .notification(let payload):
-                    await relay(payload)
+            // What came while the last batch was read is read together: one statement however many.
+            while let batch = await notifications.next() {
+                var changes: [String] = []
+                for event in batch {
+                    switch event {
+                    case .listening:
+                        await relay(changes)
+                        changes.removeAll()
+                        connected.record(1)
+                        if listenedBefore { feed.resyncAll() }
+                        listenedBefore = true
+                    case .lost:
+                        connected.record(0)
+                    case .notification(let payload):
+                        changes.append(payload)
+                        if changes.count == Self.maxBatch {
+                            await relay(changes)
+                            changes.removeAll()
+                        }
+                    }
                 }
+                await relay(changes)
             }
         }
         listener.stop()
-        sink.finish()
+        notifications.finish()
     }
 
-    /// One notification (`task.created 12`, …) as an event.
-    func relay(_ payload: String) async {
-        let parts = payload.split(separator: " ")
-        let name = parts.first.map(String.init) ?? ""
-        let id = parts.count == 2 ? Int(parts[1]) : nil
+    /// A change a notification names (`task.created 12`, …).
+    enum Change: Equatable {
+        case task(name: String, id: Int)
+        case taskDeleted(id: Int)
+        case settings
+        case truncated
+        case unknown
+
+        init(_ payload: String) {
+            let parts = payload.split(separator: " ")
+            let id = parts.count == 2 ? Int(parts[1]) : nil
+            switch (parts.first, id) {
+            case ("task.created", let id?): self = .task(name: "task.created", id: id)
+            case ("task.updated", let id?): self = .task(name: "task.updated", id: id)
+            case ("task.deleted", let id?): self = .taskDeleted(id: id)
+            case ("settings.updated", _): self = .settings
+            case ("tasks.truncated", _): self = .truncated
+            default: self = .unknown
+            }
+        }
+    }
+
+    /// Notifications as events, in their order; the rows they name are read in one go (a row
+    /// changed twice in the batch is read once, as it is now).
+    func relay(_ payloads: [String]) async {
+        guard !payloads.isEmpty else { return }
+        let changes = payloads.map(Change.init)
+        var ids: [Int] = []
+        var wantsSettings = false
+        for change in changes {
+            switch change {
+            case .task(_, let id): ids.append(id)
+            case .settings: wantsSettings = true
+            case .taskDeleted, .truncated, .unknown: break
+            }
+        }
+        var tasks: [Int: TaskItem] = [:]
+        var settings: SettingsItem?
         do {
-            switch (name, id) {
-            case ("task.created", let id?), ("task.updated", let id?):
+            async let found = store.find(ids: Array(Set(ids)))
+            async let read = wantsSettings ? store.settings().value : nil
+            for task in try await found { tasks[task.id] = task }
+            settings = try await read
+        } catch {
+            logger.warning("could not read changed rows for the event feed; subscribers resync", metadata: ["error": "\(error)"])
+            feed.resyncAll()
+            return
+        }
+        var events: [EventFeed.Change] = []
+        for (change, payload) in zip(changes, payloads) {
+            switch change {
+            case .task(let name, let id):
                 // Gone already: its deletion's event follows.
-                guard let task = try await store.find(id: id) else { return }
-                feed.publish(name: name, topic: .tasks, data: TaskRoutes.eventData(task.value))
-            case ("task.deleted", let id?):
-                feed.publish(name: name, topic: .tasks, data: Array("{\"id\":\(id)}".utf8))
-            case ("settings.updated", _):
-                feed.publish(name: name, topic: .settings, data: TaskRoutes.eventData(try await store.settings().value))
-            case ("tasks.truncated", _):
+                guard let task = tasks[id] else { continue }
+                events.append(.init(name: name, topic: .tasks, data: TaskRoutes.eventData(task)))
+            case .taskDeleted(let id):
+                events.append(.init(name: "task.deleted", topic: .tasks, data: Array("{\"id\":\(id)}".utf8)))
+            case .settings:
+                if let settings { events.append(.init(name: "settings.updated", topic: .settings, data: TaskRoutes.eventData(settings))) }
+            case .truncated:
+                feed.publish(events)
+                events.removeAll()
                 feed.resyncAll()
-            default:
+            case .unknown:
                 logger.debug("notification ignored", metadata: ["payload": "\(payload.prefix(64))"])
             }
-        } catch {
-            logger.warning("could not read a changed row for the event feed; subscribers resync", metadata: ["error": "\(error)"])
-            feed.resyncAll()
         }
+        feed.publish(events)
     }
 }

@@ -46,6 +46,12 @@ enum Statements {
         resource: tasksTable, returns: .select(taggedTaskShape)
     )
 
+    /// The tasks whose ids `$1` lists, comma-separated (the event feed's reads).
+    static let findTasks = PreparedStatement(
+        name: "find_tasks", sql: "SELECT \(taskColumns) FROM tasks WHERE id = ANY(string_to_array($1::text, ',')::bigint[])",
+        readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
+    )
+
     /// Whether a task exists (to tell 404 from 412 after a conditional write changed nothing).
     static let taskExists = PreparedStatement(
         name: "task_exists", sql: "SELECT 1 AS found FROM tasks WHERE id = $1", readOnly: true, atMostOneRow: true,
@@ -290,7 +296,7 @@ enum Statements {
     /// Every statement above (the tests check that each declares its result's shape).
     static var all: [PreparedStatement] {
         [
-            findTask, taskExists, listRevision, insertTask, updateTask, updateTaskIfMatch, deleteTask, deleteTaskIfMatch,
+            findTask, findTasks, taskExists, listRevision, insertTask, updateTask, updateTaskIfMatch, deleteTask, deleteTaskIfMatch,
             selectSettings, updateSettings, updateSettingsIfMatch, insertSettings, readinessProbe, lockSettings,
             lockIdempotencyKey, findIdempotencyKey, insertIdempotencyKey, purgeIdempotencyKeys, compactRevisions,
         ] + lists.values.sorted { $0.name < $1.name } + listCursors.values.sorted { $0.name < $1.name }

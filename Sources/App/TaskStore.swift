@@ -14,6 +14,9 @@ protocol TaskStore: Sendable {
     /// The list's current revision (nil when it cannot be told), without reading the list.
     func listRevision() async throws -> Int64?
     func find(id: Int) async throws -> Tagged<TaskItem>?
+    /// Those of `ids` that exist, untagged, in no particular order (the event feed reads the
+    /// rows of many changes in one statement).
+    func find(ids: [Int]) async throws -> [TaskItem]
     func create(_ task: NewTask) async throws -> Tagged<TaskItem>
     /// Creates the task and records `key` with the answer `render` makes of it, in one
     /// transaction; or finds the answer already recorded for the key.

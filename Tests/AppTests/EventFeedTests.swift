@@ -115,6 +115,38 @@ struct EventFeedTests {
         #expect(p99 < .seconds(1))
     }
 
+    /// Notifications that come together are relayed together (their rows read in one statement
+    /// per 1,000): a transaction of 1,203 changes arrives whole, in its order, each event with
+    /// the row as it is once committed; a row created and deleted in it gives only its deletion.
+    @Test func aBurstCommittedAtOnceArrivesWholeAndInOrder() async throws {
+        let r = try await Replicas.start(extra: ["SSE_SUBSCRIBER_BUFFER_EVENTS": "5000"])
+        defer { r.stop() }
+        try await Self.waitForListener(r.b)
+        let client = try await Self.subscribe(r.b)
+        try TestPostgres.psql(r.databaseURL, """
+            BEGIN;
+            INSERT INTO tasks (title, status) SELECT 'burst ' || g, 'TODO' FROM generate_series(1, 1200) g;
+            UPDATE tasks SET status = 'DONE' WHERE title IN ('burst 1', 'burst 1200');
+            INSERT INTO tasks (title, status) VALUES ('short-lived', 'TODO');
+            DELETE FROM tasks WHERE title = 'short-lived';
+            COMMIT;
+            """)
+        var events: [EventStreamClient.Event] = []
+        while events.count < 1203 {
+            events.append(try #require(try await Self.next(client), "the stream ended after \(events.count) events"))
+        }
+        let names = events.map(\.name)
+        #expect(names == Array(repeating: "task.created", count: 1200) + ["task.updated", "task.updated", "task.deleted"])
+        let sequence = events.map { Int($0.id!.split(separator: "-").last!)! }
+        #expect(sequence == Array(sequence.first!..<(sequence.first! + 1203)), "consecutive ids")
+        let created = try events.prefix(1200).map { try JSONSerialization.jsonObject(with: Data($0.data!.utf8)) as! [String: Any] }
+        #expect(created.map { $0["title"] as! String } == (1...1200).map { "burst \($0)" })
+        let first = try #require(created.first?["id"] as? Int)
+        #expect(events[0].data.map { $0 + "\n" } == (try await ReplicaTests.send(r.b, "GET", "/api/tasks/\(first)").text), "the row as committed")
+        #expect(created[0]["status"] as? String == "DONE" && created[1]["status"] as? String == "TODO")
+        #expect(events[1202].data == "{\"id\":\(first + 1200)}", "the short-lived row: only its deletion")
+    }
+
     @Test func aLostListenConnectionGivesResyncAndTheFeedRecovers() async throws {
         let r = try await Replicas.start()
         defer { r.stop() }

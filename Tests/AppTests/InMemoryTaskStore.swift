@@ -90,6 +90,10 @@ final class InMemoryTaskStore: TaskStore {
         state.withLock { $0.tasks[id] }.map(Self.tagged)
     }
 
+    func find(ids: [Int]) async throws -> [TaskItem] {
+        state.withLock { state in ids.compactMap { state.tasks[$0] } }
+    }
+
     func create(_ task: NewTask) async throws -> Tagged<TaskItem> {
         state.withLock { Self.insert(task, into: &$0) }
     }

@@ -18,7 +18,7 @@ struct UnitTests {
     /// statement is ever decoded as its own; names are unique (one prepared statement each).
     @Test func everyStatementDeclaresItsResultShape() {
         // Every order (by id, or a field either way), filtered or not: a list and a cursor each.
-        #expect(Statements.all.count == 19 + 4 * (1 + 2 * TaskSortField.allCases.count))
+        #expect(Statements.all.count == 20 + 4 * (1 + 2 * TaskSortField.allCases.count))
         #expect(Statements.fetchTaskList(rows: 500).shape != nil)
         #expect(Statements.all.allSatisfy { $0.shape != nil })
         #expect(Set(Statements.all.map(\.name)).count == Statements.all.count)

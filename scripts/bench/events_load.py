@@ -15,6 +15,7 @@ import http.client
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 port, pid, count, seconds, client_binary = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
@@ -29,7 +30,10 @@ def rss_kib():
 
 
 before = rss_kib()
-client = subprocess.Popen([client_binary, str(port), str(count), str(seconds + 10)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# The client's lines go to a file: through a pipe nobody reads until the end, the client would
+# stop reading its streams once 64 KiB of lines are waiting (30 bytes per subscriber per marker).
+lines = tempfile.TemporaryFile(mode="w+")
+client = subprocess.Popen([client_binary, str(port), str(count), str(seconds + 10)], stdout=lines, stderr=subprocess.PIPE, text=True)
 assert client.stderr.readline().startswith("subscribed")
 time.sleep(2)
 subscribed = rss_kib()
@@ -45,7 +49,9 @@ while time.monotonic() - started < seconds:
         sent[index] = time.monotonic_ns()
     index += 1
     time.sleep(0.1)
-output, _ = client.communicate()
+client.wait()
+lines.seek(0)
+output = lines.read()
 seen = {}
 counts = []
 ended = 0
