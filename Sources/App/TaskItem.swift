@@ -19,6 +19,37 @@ struct TaskItem: Sendable {
 
     /// Writes the object with sorted keys, as Flask's `jsonify` does.
     func write(to json: inout JSONWriter) {
+        // Text that needs no escaping (the usual case) is copied as it is, in one append.
+        guard JSONWriter.isPlain(title), JSONWriter.isPlain(status), description.map(JSONWriter.isPlain) ?? true else {
+            return writeEscaping(to: &json)
+        }
+        json.raw(maximumCount: Self.fixedBytes + title.count + status.count + (description?.count ?? 0)) { output in
+            output.literal("{\"created_at\":\"")
+            createdAt.writeISO(into: &output)
+            if let description {
+                output.literal("\",\"description\":\"")
+                output.bytes(description)
+                output.literal("\",\"id\":")
+            } else {
+                output.literal("\",\"description\":null,\"id\":")
+            }
+            output.int(id)
+            output.literal(",\"status\":\"")
+            output.bytes(status)
+            output.literal("\",\"title\":\"")
+            output.bytes(title)
+            output.literal("\",\"updated_at\":\"")
+            updatedAt.writeISO(into: &output)
+            output.literal("\"}")
+        }
+    }
+
+    /// The most a task's JSON takes beside its text: keys and punctuation (80 bytes), two
+    /// timestamps (32 each) and an id (20).
+    private static let fixedBytes = 192
+
+    /// The general path, escaping as it goes (and the reference the fast path is tested against).
+    func writeEscaping(to json: inout JSONWriter) {
         json.beginObject()
         json.key("created_at")
         json.quotedASCII { createdAt.writeISO(into: &$0) }

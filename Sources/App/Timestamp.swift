@@ -1,3 +1,5 @@
+import Server
+
 /// An instant in UTC with microsecond precision, as the API writes it: Python's
 /// `datetime.isoformat()` of an aware UTC value, as the original service did.
 struct Timestamp: Sendable, Hashable, Comparable {
@@ -17,6 +19,17 @@ struct Timestamp: Sendable, Hashable, Comparable {
 
     /// Appends `isoFormatted()` to `bytes` without an intermediate string.
     func writeISO(into bytes: inout [UInt8]) {
+        // Written into a stack buffer and appended once: appending byte by byte checked the
+        // array's uniqueness and capacity 32 times per timestamp.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
+            var output = JSONWriter.RawOutput(buffer)
+            writeISO(into: &output)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<output.count]))
+        }
+    }
+
+    /// Writes `isoFormatted()` (at most 32 bytes).
+    func writeISO(into output: inout JSONWriter.RawOutput) {
         var seconds = microsecondsSinceEpoch / 1_000_000
         var fraction = microsecondsSinceEpoch % 1_000_000
         if fraction < 0 {
@@ -30,15 +43,13 @@ struct Timestamp: Sendable, Hashable, Comparable {
             days -= 1
         }
         let (year, month, day) = civilFromDays(Int(days))
-        // Written into a stack buffer and appended once: appending byte by byte checked the
-        // array's uniqueness and capacity 32 times per timestamp.
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
+        output.unchecked(maximumCount: 32) { out in
             var count = 0
-            func put(_ byte: UInt8) {
-                buffer[count] = byte
+            @inline(__always) func put(_ byte: UInt8) {
+                out[count] = byte
                 count += 1
             }
-            func two(_ value: Int) {
+            @inline(__always) func two(_ value: Int) {
                 put(UInt8(truncatingIfNeeded: 0x30 + value / 10))
                 put(UInt8(truncatingIfNeeded: 0x30 + value % 10))
             }
@@ -62,8 +73,8 @@ struct Timestamp: Sendable, Hashable, Comparable {
                 two(f / 100 % 100)
                 two(f % 100)
             }
-            for byte in "+00:00".utf8 { put(byte) }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<count]))
+            put(UInt8(ascii: "+")); two(0); put(UInt8(ascii: ":")); two(0)  // "+00:00"
+            return count
         }
     }
 }

@@ -59,7 +59,7 @@ public struct JSONWriter: Sendable {
     private mutating func string(utf8Bytes raw: UnsafeBufferPointer<UInt8>) {
         separate()
         bytes.append(UInt8(ascii: "\""))
-        if needsEscaping(raw) {
+        if Self.needsEscaping(raw) {
             for scalar in String(decoding: raw, as: UTF8.self).unicodeScalars { escape(scalar.value) }
         } else {
             bytes.append(contentsOf: raw)
@@ -102,10 +102,85 @@ public struct JSONWriter: Sendable {
 
     public mutating func newline() { bytes.append(UInt8(ascii: "\n")) }
 
+    /// True when `text` goes into a JSON string as it is: printable ASCII without `"` or `\\`.
+    public static func isPlain(_ text: ArraySlice<UInt8>) -> Bool {
+        text.withUnsafeBufferPointer { !needsEscaping($0) }
+    }
+
+    /// Writes one value (an object whose layout the caller knows) through `body`, which may
+    /// write at most `maximumCount` bytes: one append instead of a check per byte. What it
+    /// writes must be JSON already (strings `isPlain`, or escaped).
+    public mutating func raw(maximumCount: Int, _ body: (inout RawOutput) -> Void) {
+        separate()
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: maximumCount) { buffer in
+            var output = RawOutput(buffer)
+            body(&output)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<output.count]))
+        }
+        needsComma = true
+    }
+
+    /// Bytes written into memory set aside for them (`raw(maximumCount:_:)`); writing past it
+    /// stops the process rather than corrupt memory.
+    public struct RawOutput {
+        private let buffer: UnsafeMutableBufferPointer<UInt8>
+        public private(set) var count = 0
+
+        public init(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
+            self.buffer = buffer
+        }
+
+        @inline(__always) public mutating func byte(_ byte: UInt8) {
+            precondition(count < buffer.count, "JSONWriter.raw: more than maximumCount bytes")
+            buffer[count] = byte
+            count += 1
+        }
+
+        /// Lets `body` write up to `maximumCount` bytes at once (checked once, not per byte);
+        /// it returns how many it wrote.
+        public mutating func unchecked(maximumCount: Int, _ body: (UnsafeMutablePointer<UInt8>) -> Int) {
+            precondition(count + maximumCount <= buffer.count, "JSONWriter.raw: more than maximumCount bytes")
+            let written = body(buffer.baseAddress! + count)
+            precondition(written <= maximumCount)
+            count += written
+        }
+
+        public mutating func literal(_ text: StaticString) {
+            text.withUTF8Buffer { append($0) }
+        }
+
+        public mutating func bytes(_ text: ArraySlice<UInt8>) {
+            text.withUnsafeBufferPointer { append($0) }
+        }
+
+        public mutating func int(_ value: Int) {
+            var magnitude = value.magnitude
+            if value < 0 { byte(UInt8(ascii: "-")) }
+            var digits = 1
+            var rest = magnitude / 10
+            while rest > 0 { digits += 1; rest /= 10 }
+            precondition(count + digits <= buffer.count, "JSONWriter.raw: more than maximumCount bytes")
+            var index = count + digits
+            repeat {
+                index -= 1
+                buffer[index] = UInt8(truncatingIfNeeded: 0x30 + magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            count += digits
+        }
+
+        private mutating func append(_ source: UnsafeBufferPointer<UInt8>) {
+            guard let base = source.baseAddress, !source.isEmpty else { return }
+            precondition(count + source.count <= buffer.count, "JSONWriter.raw: more than maximumCount bytes")
+            (buffer.baseAddress! + count).update(from: base, count: source.count)
+            count += source.count
+        }
+    }
+
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     /// True when any byte is not printable ASCII or is `"` or `\\`: eight bytes at a time.
-    private func needsEscaping(_ raw: UnsafeBufferPointer<UInt8>) -> Bool {
+    private static func needsEscaping(_ raw: UnsafeBufferPointer<UInt8>) -> Bool {
         guard let base = raw.baseAddress else { return false }
         let ones: UInt64 = 0x0101_0101_0101_0101
         let highs: UInt64 = 0x8080_8080_8080_8080
