@@ -18,6 +18,8 @@ struct AppConfiguration: Sendable {
     var stallThreshold: Duration
     /// `DB_PGBOUNCER=transaction`: PostgreSQL is reached through a transaction pooler.
     var transactionPooling: Bool
+    /// Concurrent reads of the same thing share one statement (`PostgresTaskStore.Coalescing`).
+    var coalesceReads: Bool
     var readyProbeTimeout: Duration
     var startupTimeout: Duration
     var maxBodyBytes: Int
@@ -87,6 +89,7 @@ struct AppConfiguration: Sendable {
         corsOrigins = try reader.origins("CORS_ORIGINS", default: Self.defaultCORSOrigins)
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
         requireIfMatch = try reader.bool("REQUIRE_IF_MATCH", default: false)
+        coalesceReads = try reader.bool("DB_COALESCE_READS", default: true)
         idempotencyKeyLifetime = .seconds(try reader.int("IDEMPOTENCY_KEY_TTL_S", default: 86_400, range: 1...2_592_000))
         var events = EventFeed.Limits()
         // By default 15 s, or half the HTTP timeout when that is shorter.

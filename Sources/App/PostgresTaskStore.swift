@@ -9,13 +9,42 @@ struct PostgresTaskStore: TaskStore {
     let pool: ConnectionPool
     /// Revalidations running at once share one read of the revision.
     private let revision: CoalescedRead<Int64?>
+    /// With read coalescing (`DB_COALESCE_READS`): lookups of tasks read together, the settings
+    /// read once for everyone asking meanwhile, the same list read once for everyone asking
+    /// meanwhile. Each caller still gets rows read after it asked.
+    private let lookups: BatchedLookup<Tagged<TaskItem>>?
+    private let settingsReads: CoalescedRead<Tagged<SettingsItem>>?
+    private let listReads: CoalescedReads<ListKey, TaskList>?
 
-    init(pool: ConnectionPool) {
+    private struct ListKey: Hashable, Sendable {
+        let query: ListQuery
+        let limit: Int
+    }
+
+    /// Coalesced reads, when on: at most `maxReads` lookup statements at once (the pool's
+    /// size), each for at most `maxBatch` tasks.
+    struct Coalescing: Sendable {
+        var maxReads: Int
+        var maxBatch = 256
+    }
+
+    init(pool: ConnectionPool, coalescing: Coalescing? = nil) {
         self.pool = pool
-        revision = CoalescedRead {
+        let revision = CoalescedRead<Int64?> {
             guard let row = try await pool.query(Statements.listRevision).first, try !row.isNull(0) else { return nil }
             return Int64(try row.int(0))
         }
+        self.revision = revision
+        guard let coalescing else {
+            (lookups, settingsReads, listReads) = (nil, nil, nil)
+            return
+        }
+        lookups = BatchedLookup(maxReads: coalescing.maxReads, maxBatch: coalescing.maxBatch) { ids in
+            let tasks = try TaskColumns.decodeAllTagged(try await pool.query(Statements.findTasks, [.text(ids.map(String.init).joined(separator: ","))]))
+            return Dictionary(tasks.map { ($0.value.id, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+        settingsReads = CoalescedRead { try await Self.readSettings(pool) }
+        listReads = CoalescedReads { key in try await Self.readList(pool, revision, key.query, limit: key.limit) }
     }
 
     // MARK: Tasks
@@ -24,6 +53,11 @@ struct PostgresTaskStore: TaskStore {
     /// newer than the revision (then the tag is stale at once and the next revalidation fetches
     /// the list again), never miss one it counts, so a tag never vouches for older rows.
     func list(_ query: ListQuery, limit: Int) async throws -> TaskList {
+        if let listReads { return try await listReads.value(for: ListKey(query: query, limit: limit)) }
+        return try await Self.readList(pool, revision, query, limit: limit)
+    }
+
+    private static func readList(_ pool: ConnectionPool, _ revision: CoalescedRead<Int64?>, _ query: ListQuery, limit: Int) async throws -> TaskList {
         let revision = try await revision.value()
         let rows = try await pool.query(Statements.list(query), Statements.listParameters(query, limit: limit))
         return TaskList(tasks: try TaskColumns.decodeAll(rows), revision: revision)
@@ -41,12 +75,13 @@ struct PostgresTaskStore: TaskStore {
     }
 
     func find(id: Int) async throws -> Tagged<TaskItem>? {
-        try TaskColumns.decodeFirstTagged(try await pool.query(Statements.findTask, [.int(id)]))
+        if let lookups { return try await lookups.value(for: id) }
+        return try TaskColumns.decodeFirstTagged(try await pool.query(Statements.findTask, [.int(id)]))
     }
 
-    func find(ids: [Int]) async throws -> [TaskItem] {
+    func find(ids: [Int]) async throws -> [Tagged<TaskItem>] {
         guard !ids.isEmpty else { return [] }
-        return try TaskColumns.decodeAll(try await pool.query(Statements.findTasks, [.text(ids.map(String.init).joined(separator: ","))]))
+        return try TaskColumns.decodeAllTagged(try await pool.query(Statements.findTasks, [.text(ids.map(String.init).joined(separator: ","))]))
     }
 
     func create(_ task: NewTask) async throws -> Tagged<TaskItem> {
@@ -126,10 +161,15 @@ struct PostgresTaskStore: TaskStore {
     // MARK: Settings
 
     func settings() async throws -> Tagged<SettingsItem> {
+        if let settingsReads { return try await settingsReads.value() }
+        return try await Self.readSettings(pool)
+    }
+
+    private static func readSettings(_ pool: ConnectionPool) async throws -> Tagged<SettingsItem> {
         if let settings = try SettingsColumns.decodeFirst(try await pool.query(Statements.selectSettings)) {
             return settings
         }
-        return try await createSettingsIfMissing(darkMode: false)
+        return try await createSettingsIfMissing(pool, darkMode: false)
     }
 
     func updateSettings(darkMode: Bool, if precondition: WritePrecondition) async throws -> ConditionalWrite<Tagged<SettingsItem>> {
@@ -149,17 +189,17 @@ struct PostgresTaskStore: TaskStore {
         // No row yet. Unconditionally: create it with the value asked for. Conditionally: create
         // it as GET would, and apply the write to it if its tag passes.
         if precondition.isNone {
-            let created = try await createSettingsIfMissing(darkMode: darkMode)
+            let created = try await Self.createSettingsIfMissing(pool, darkMode: darkMode)
             if created.value.darkMode == darkMode { return .written(created) }
         } else {
-            let created = try await createSettingsIfMissing(darkMode: false)
+            let created = try await Self.createSettingsIfMissing(pool, darkMode: false)
             guard precondition.admits(created.etag) else { return .preconditionFailed }
         }
         return try await updateSettings(darkMode: darkMode, if: precondition)
     }
 
     /// Inserts the single row under an advisory lock, so that concurrent first requests make one.
-    private func createSettingsIfMissing(darkMode: Bool) async throws -> Tagged<SettingsItem> {
+    private static func createSettingsIfMissing(_ pool: ConnectionPool, darkMode: Bool) async throws -> Tagged<SettingsItem> {
         try await pool.withTransaction { connection in
             _ = try await connection.query(Statements.lockSettings)
             if let settings = try SettingsColumns.decodeFirst(try await connection.query(Statements.selectSettings)) {
@@ -221,6 +261,16 @@ struct TaskColumns {
         tasks.reserveCapacity(rows.count)
         for index in 0..<rows.count { tasks.append(try columns.decode(rows[index])) }
         return tasks
+    }
+
+    /// Every row, each tagged with its `version` column.
+    static func decodeAllTagged(_ rows: PostgresRows) throws -> [Tagged<TaskItem>] {
+        guard !rows.isEmpty else { return [] }
+        let columns = try TaskColumns(rows)
+        return try (0..<rows.count).map { index in
+            let task = try columns.decode(rows[index])
+            return Tagged(value: task, etag: try rowTag(rows, rows[index], stamp: task.createdAt))
+        }
     }
 
     /// The first row, tagged with its `version` column (see `Statements.taskETag`).

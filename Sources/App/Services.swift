@@ -221,7 +221,7 @@ struct EventRelay: Service {
         do {
             async let found = store.find(ids: Array(Set(ids)))
             async let read = wantsSettings ? store.settings().value : nil
-            for task in try await found { tasks[task.id] = task }
+            for task in try await found { tasks[task.value.id] = task.value }
             settings = try await read
         } catch {
             logger.warning("could not read changed rows for the event feed; subscribers resync", metadata: ["error": "\(error)"])

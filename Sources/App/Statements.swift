@@ -46,10 +46,10 @@ enum Statements {
         resource: tasksTable, returns: .select(taggedTaskShape)
     )
 
-    /// The tasks whose ids `$1` lists, comma-separated (the event feed's reads).
+    /// The tasks whose ids `$1` lists, comma-separated (lookups read together, the event feed).
     static let findTasks = PreparedStatement(
-        name: "find_tasks", sql: "SELECT \(taskColumns) FROM tasks WHERE id = ANY(string_to_array($1::text, ',')::bigint[])",
-        readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taskShape)
+        name: "find_tasks", sql: "SELECT \(taggedTaskColumns) FROM tasks WHERE id = ANY(string_to_array($1::text, ',')::bigint[])",
+        readOnly: true, binaryResults: true, resource: tasksTable, returns: .select(taggedTaskShape)
     )
 
     /// Whether a task exists (to tell 404 from 412 after a conditional write changed nothing).

@@ -106,7 +106,7 @@ struct Application: Sendable {
         router.use(ObservabilityMiddleware(logger: logger, metrics: RequestMetrics()))
         router.use(CORSMiddleware(origins: configuration.corsOrigins, exposedHeaders: ["ETag", "Location", "Idempotent-Replayed", "Retry-After", "X-Request-ID"]))
         router.use(CachePolicy())
-        let store = PostgresTaskStore(pool: pool)
+        let store = PostgresTaskStore(pool: pool, coalescing: configuration.coalesceReads ? .init(maxReads: configuration.poolSize) : nil)
         TaskRoutes(
             store: store, requireIfMatch: configuration.requireIfMatch, idempotencyKeyLifetime: configuration.idempotencyKeyLifetime,
             retryAfterSeconds: serverConfiguration.retryAfterSeconds,

@@ -14,9 +14,9 @@ protocol TaskStore: Sendable {
     /// The list's current revision (nil when it cannot be told), without reading the list.
     func listRevision() async throws -> Int64?
     func find(id: Int) async throws -> Tagged<TaskItem>?
-    /// Those of `ids` that exist, untagged, in no particular order (the event feed reads the
-    /// rows of many changes in one statement).
-    func find(ids: [Int]) async throws -> [TaskItem]
+    /// Those of `ids` that exist, in no particular order (the event feed reads the rows of many
+    /// changes in one statement).
+    func find(ids: [Int]) async throws -> [Tagged<TaskItem>]
     func create(_ task: NewTask) async throws -> Tagged<TaskItem>
     /// Creates the task and records `key` with the answer `render` makes of it, in one
     /// transaction; or finds the answer already recorded for the key.
@@ -101,7 +101,7 @@ struct RecordedAnswer: Sendable, Equatable {
 /// The columns `GET /api/tasks` may sort by (never SQL built from input).
 /// Which tasks a list holds and in which order: `sort_by` and `sort_order` as the original
 /// reads them, and the opt-in `status` filter and `offset` (rows skipped).
-struct ListQuery: Sendable, Equatable {
+struct ListQuery: Sendable, Hashable {
     var sortBy: TaskSortField?
     var descending = false
     var status: TaskStatus?

@@ -90,8 +90,8 @@ final class InMemoryTaskStore: TaskStore {
         state.withLock { $0.tasks[id] }.map(Self.tagged)
     }
 
-    func find(ids: [Int]) async throws -> [TaskItem] {
-        state.withLock { state in ids.compactMap { state.tasks[$0] } }
+    func find(ids: [Int]) async throws -> [Tagged<TaskItem>] {
+        state.withLock { state in ids.compactMap { state.tasks[$0] } }.map(Self.tagged)
     }
 
     func create(_ task: NewTask) async throws -> Tagged<TaskItem> {
