@@ -115,30 +115,36 @@ final class EventFeed: Sendable {
             }
             state.history.append(contentsOf: events)
             if state.history.count > limits.historySize { state.history.removeFirst(state.history.count - limits.historySize) }
-            state.pending = true
             return (events, Array(state.subscribers.values))
         }
         let topics = Set(events.map(\.topic))
         for subscriber in subscribers where !subscriber.topics.isDisjoint(with: topics) {
             subscriber.push(events.lazy.filter { subscriber.topics.contains($0.topic) }.map { .event($0) })
         }
+        markPending()
     }
 
     /// Every subscriber is told to refetch: changes may have been missed (the listener was away).
     func resyncAll() {
-        for subscriber in markPending() { subscriber.push(.resync) }
+        for subscriber in snapshot() { subscriber.push(.resync) }
+        markPending()
     }
 
     /// A heartbeat for every subscriber (sent when nothing else is queued).
     func heartbeat() {
-        for subscriber in markPending() { subscriber.push(.heartbeat) }
+        for subscriber in snapshot() { subscriber.push(.heartbeat) }
+        markPending()
     }
 
-    private func markPending() -> [Subscriber] {
-        state.withLock { state in
-            state.pending = true
-            return Array(state.subscribers.values)
-        }
+    private func snapshot() -> [Subscriber] {
+        state.withLock { Array($0.subscribers.values) }
+    }
+
+    /// Marked only once the items are queued: a round that ran between marking and queueing
+    /// would find nothing to hand over and clear the mark, and the items would wait for the next
+    /// event or heartbeat.
+    private func markPending() {
+        state.withLock { $0.pending = true }
     }
 
     /// Hands what was queued since the last round to the streams waiting for it (called every
