@@ -105,7 +105,8 @@ struct Housekeeping: Service {
 /// Carries committed changes from PostgreSQL to the change feed: one `NotificationListener`
 /// on `EventFeed.channel` (outside the request pool), each notification turned into an event
 /// in the order it came, the task or settings row read again so the event holds what
-/// `GET /api/tasks/{id}` or `GET /api/settings` would answer. After the listener reconnects, or
+/// `GET /api/tasks/{id}` or `GET /api/settings` would answer (the rows of every notification
+/// waiting are read in one statement). After the listener reconnects, or
 /// when a row cannot be read, subscribers get `resync` (they may have missed something). Sends
 /// the heartbeats too. Stops at graceful shutdown.
 struct EventRelay: Service {
@@ -181,7 +182,7 @@ struct EventRelay: Service {
     }
 
     /// A change a notification names (`task.created 12`, …).
-    enum Change: Equatable {
+    enum NotifiedChange: Equatable {
         case task(name: String, id: Int)
         case taskDeleted(id: Int)
         case settings
@@ -206,7 +207,7 @@ struct EventRelay: Service {
     /// changed twice in the batch is read once, as it is now).
     func relay(_ payloads: [String]) async {
         guard !payloads.isEmpty else { return }
-        let changes = payloads.map(Change.init)
+        let changes = payloads.map(NotifiedChange.init)
         var ids: [Int] = []
         var wantsSettings = false
         for change in changes {
