@@ -1,5 +1,6 @@
 import Database
 import EventLoopCore
+import Metrics
 
 /// One read per key shared by every caller that asks while it is pending: a caller that arrives
 /// while a read of its key is in flight waits for the next one, which starts when the current
@@ -14,13 +15,19 @@ final class CoalescedReads<Key: Hashable & Sendable, Value: Sendable>: Sendable 
     private let read: @Sendable (Key) async throws -> Value
     /// The keys being read; a key is present while its reader runs.
     private let state = LockedValue([Key: Slot]())
+    private let metrics: SharedReadMetrics?
 
-    init(_ read: @escaping @Sendable (Key) async throws -> Value) {
-        self.read = read
+    init(metrics: SharedReadMetrics? = nil, _ read: @escaping @Sendable (Key) async throws -> Value) {
+        self.metrics = metrics
+        self.read = { key in
+            metrics?.statements.increment()
+            return try await read(key)
+        }
     }
 
     func value(for key: Key) async throws -> Value {
-        try await withCheckedThrowingContinuation { continuation in
+        metrics?.requests.increment()
+        return try await withCheckedThrowingContinuation { continuation in
             let leads = state.withLock { slots in
                 guard slots[key] != nil else {
                     slots[key] = Slot()
@@ -69,6 +76,18 @@ final class CoalescedReads<Key: Hashable & Sendable, Value: Sendable>: Sendable 
     }
 }
 
+/// How much shared reads save, on `/metrics`: requests that asked for `read` (a fixed name:
+/// task, settings, list) and statements run for them; their ratio is the requests per statement.
+struct SharedReadMetrics: Sendable {
+    let requests: Metrics.Counter
+    let statements: Metrics.Counter
+
+    init(read: StaticString) {
+        requests = Metrics.Counter(label: "db_shared_read_requests_total", dimensions: [("read", "\(read)")])
+        statements = Metrics.Counter(label: "db_shared_read_statements_total", dimensions: [("read", "\(read)")])
+    }
+}
+
 /// True when `error` says the database cannot answer now (retrying later may work).
 private func isUnavailable(_ error: any Error) -> Bool {
     (error as? PostgresError)?.isTransient ?? false
@@ -78,8 +97,8 @@ private func isUnavailable(_ error: any Error) -> Bool {
 final class CoalescedRead<Value: Sendable>: Sendable {
     private let reads: CoalescedReads<Bool, Value>
 
-    init(_ read: @escaping @Sendable () async throws -> Value) {
-        reads = CoalescedReads { _ in try await read() }
+    init(metrics: SharedReadMetrics? = nil, _ read: @escaping @Sendable () async throws -> Value) {
+        reads = CoalescedReads(metrics: metrics) { _ in try await read() }
     }
 
     func value() async throws -> Value { try await reads.value(for: true) }
@@ -104,15 +123,22 @@ final class BatchedLookup<Value: Sendable>: Sendable {
     private let maxBatch: Int
     private let state = LockedValue(State())
 
-    init(maxReads: Int, maxBatch: Int, read: @escaping @Sendable ([Int]) async throws -> [Int: Value]) {
+    private let metrics: SharedReadMetrics?
+
+    init(maxReads: Int, maxBatch: Int, metrics: SharedReadMetrics? = nil, read: @escaping @Sendable ([Int]) async throws -> [Int: Value]) {
         precondition(maxReads > 0 && maxBatch > 0)
         self.maxReads = maxReads
         self.maxBatch = maxBatch
-        self.read = read
+        self.metrics = metrics
+        self.read = { ids in
+            metrics?.statements.increment()
+            return try await read(ids)
+        }
     }
 
     func value(for id: Int) async throws -> Value? {
-        try await withCheckedThrowingContinuation { continuation in
+        metrics?.requests.increment()
+        return try await withCheckedThrowingContinuation { continuation in
             let starts = state.withLock { state in
                 state.pending.append(Lookup(id: id, continuation: continuation))
                 guard state.running < maxReads else { return false }

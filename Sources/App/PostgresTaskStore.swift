@@ -39,12 +39,14 @@ struct PostgresTaskStore: TaskStore {
             (lookups, settingsReads, listReads) = (nil, nil, nil)
             return
         }
-        lookups = BatchedLookup(maxReads: coalescing.maxReads, maxBatch: coalescing.maxBatch) { ids in
+        lookups = BatchedLookup(maxReads: coalescing.maxReads, maxBatch: coalescing.maxBatch, metrics: SharedReadMetrics(read: "task")) { ids in
             let tasks = try TaskColumns.decodeAllTagged(try await pool.query(Statements.findTasks, [.text(ids.map(String.init).joined(separator: ","))]))
             return Dictionary(tasks.map { ($0.value.id, $0) }, uniquingKeysWith: { first, _ in first })
         }
-        settingsReads = CoalescedRead { try await Self.readSettings(pool) }
-        listReads = CoalescedReads { key in try await Self.readList(pool, revision, key.query, limit: key.limit) }
+        settingsReads = CoalescedRead(metrics: SharedReadMetrics(read: "settings")) { try await Self.readSettings(pool) }
+        listReads = CoalescedReads(metrics: SharedReadMetrics(read: "list")) { key in
+            try await Self.readList(pool, revision, key.query, limit: key.limit)
+        }
     }
 
     // MARK: Tasks

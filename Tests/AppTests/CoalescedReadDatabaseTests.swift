@@ -46,4 +46,39 @@ struct CoalescedReadDatabaseTests {
             _ = try? await readers.value
         }
     }
+
+    /// The server process's `/metrics` says how many requests each kind of shared read served
+    /// and how many statements it ran for them.
+    @Test func metricsCountRequestsAndTheStatementsRunForThem() async throws {
+        let r = try await ReplicaTests.Replicas.start()
+        defer { r.stop() }
+        let created = try await ReplicaTests.send(r.a, "POST", "/api/tasks", #"{"title": "read by many"}"#)
+        let id = try #require(try created.jsonObject()["id"] as? Int)
+        let until = ContinuousClock.now + .seconds(1)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for reader in 0..<24 {
+                group.addTask {
+                    let path = ["/api/tasks/\(id)", "/api/settings", "/api/tasks"][reader % 3]
+                    while ContinuousClock.now < until {
+                        let status = try await ReplicaTests.send(r.a, "GET", path).status
+                        #expect(status == 200, "\(path): \(status)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let metrics = try await ReplicaTests.send(r.a, "GET", "/metrics").text
+        func counter(_ name: String, _ read: String) -> Double {
+            let prefix = "\(name){read=\"\(read)\"} "
+            return metrics.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Double($0.dropFirst(prefix.count)) } ?? 0
+        }
+        var requests = 0.0, statements = 0.0
+        for read in ["task", "settings", "list"] {
+            let (asked, run) = (counter("db_shared_read_requests_total", read), counter("db_shared_read_statements_total", read))
+            #expect(asked >= run && run > 0, "\(read): \(asked) requests, \(run) statements")
+            requests += asked
+            statements += run
+        }
+        #expect(requests > statements, "\(requests) requests shared \(statements) statements")
+    }
 }
