@@ -99,7 +99,7 @@ struct AppConfiguration: Sendable {
         guard events.heartbeat < httpTimeout else {
             throw ConfigurationError(variable: "SSE_HEARTBEAT_S", message: "must be below HTTP_TIMEOUT_S, or an idle event stream would be cut off")
         }
-        events.batchInterval = .milliseconds(try reader.int("SSE_BATCH_MS", default: 25, range: 1...1000))
+        events.batchInterval = .milliseconds(try reader.int("SSE_BATCH_MS", default: milliseconds(events.batchInterval), range: 1...1000))
         events.maxSubscribers = try reader.int("SSE_MAX_SUBSCRIBERS", default: events.maxSubscribers, range: 0...1_000_000)
         events.historySize = try reader.int("SSE_HISTORY_EVENTS", default: events.historySize, range: 0...1_000_000)
         events.subscriberBuffer = try reader.int("SSE_SUBSCRIBER_BUFFER_EVENTS", default: events.subscriberBuffer, range: 1...1_000_000)

@@ -48,24 +48,15 @@ enum Schema {
         """
         DO $do$
         BEGIN
-            IF to_regprocedure('task_management_bump_revision()') IS NULL THEN
-                CREATE FUNCTION task_management_bump_revision() RETURNS trigger
-                LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-                BEGIN
-                    INSERT INTO task_management_revisions AS r (resource, slot, revision) VALUES (TG_TABLE_NAME, pg_backend_pid(), 1)
-                        ON CONFLICT (resource, slot) DO UPDATE SET revision = r.revision + 1;
-                    RETURN NULL;
-                END
-                $fn$;
-            END IF;
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_revision') THEN
-                BEGIN
-                    CREATE TRIGGER task_management_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
-                        FOR EACH STATEMENT EXECUTE PROCEDURE task_management_bump_revision();
-                EXCEPTION WHEN insufficient_privilege THEN
-                    NULL;  -- a role that may not add triggers to tasks: the list goes without a tag
-                END;
-            END IF;
+            \(triggerFunctionIfMissing("task_management_bump_revision", body: """
+                INSERT INTO task_management_revisions AS r (resource, slot, revision) VALUES (TG_TABLE_NAME, pg_backend_pid(), 1)
+                    ON CONFLICT (resource, slot) DO UPDATE SET revision = r.revision + 1;
+                """))
+            BEGIN
+                \(triggerIfMissing("task_management_revision", on: "tasks", "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", forEach: "STATEMENT", calling: "task_management_bump_revision"))
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;  -- a role that may not add triggers to tasks: the list goes without a tag
+            END;
         END
         $do$
         """,
@@ -80,38 +71,23 @@ enum Schema {
         """
         DO $do$
         BEGIN
-            IF to_regprocedure('task_management_notify_change()') IS NULL THEN
-                CREATE FUNCTION task_management_notify_change() RETURNS trigger
-                LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-                BEGIN
-                    IF TG_LEVEL = 'STATEMENT' THEN
-                        PERFORM pg_notify('\(EventFeed.channel)', 'tasks.truncated');
-                    ELSIF TG_TABLE_NAME = 'settings' THEN
-                        PERFORM pg_notify('\(EventFeed.channel)', 'settings.updated ' || NEW.id);
-                    ELSIF TG_OP = 'INSERT' THEN
-                        PERFORM pg_notify('\(EventFeed.channel)', 'task.created ' || NEW.id);
-                    ELSIF TG_OP = 'UPDATE' THEN
-                        PERFORM pg_notify('\(EventFeed.channel)', 'task.updated ' || NEW.id);
-                    ELSE
-                        PERFORM pg_notify('\(EventFeed.channel)', 'task.deleted ' || OLD.id);
-                    END IF;
-                    RETURN NULL;
-                END
-                $fn$;
-            END IF;
+            \(triggerFunctionIfMissing("task_management_notify_change", body: """
+                IF TG_LEVEL = 'STATEMENT' THEN
+                    PERFORM pg_notify('\(EventFeed.channel)', 'tasks.truncated');
+                ELSIF TG_TABLE_NAME = 'settings' THEN
+                    PERFORM pg_notify('\(EventFeed.channel)', 'settings.updated ' || NEW.id);
+                ELSIF TG_OP = 'INSERT' THEN
+                    PERFORM pg_notify('\(EventFeed.channel)', 'task.created ' || NEW.id);
+                ELSIF TG_OP = 'UPDATE' THEN
+                    PERFORM pg_notify('\(EventFeed.channel)', 'task.updated ' || NEW.id);
+                ELSE
+                    PERFORM pg_notify('\(EventFeed.channel)', 'task.deleted ' || OLD.id);
+                END IF;
+                """))
             BEGIN
-                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_events') THEN
-                    CREATE TRIGGER task_management_events AFTER INSERT OR UPDATE OR DELETE ON tasks
-                        FOR EACH ROW EXECUTE PROCEDURE task_management_notify_change();
-                END IF;
-                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass AND tgname = 'task_management_events_truncate') THEN
-                    CREATE TRIGGER task_management_events_truncate AFTER TRUNCATE ON tasks
-                        FOR EACH STATEMENT EXECUTE PROCEDURE task_management_notify_change();
-                END IF;
-                IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'settings'::regclass AND tgname = 'task_management_events') THEN
-                    CREATE TRIGGER task_management_events AFTER INSERT OR UPDATE ON settings
-                        FOR EACH ROW EXECUTE PROCEDURE task_management_notify_change();
-                END IF;
+                \(triggerIfMissing("task_management_events", on: "tasks", "AFTER INSERT OR UPDATE OR DELETE", forEach: "ROW", calling: "task_management_notify_change"))
+                \(triggerIfMissing("task_management_events_truncate", on: "tasks", "AFTER TRUNCATE", forEach: "STATEMENT", calling: "task_management_notify_change"))
+                \(triggerIfMissing("task_management_events", on: "settings", "AFTER INSERT OR UPDATE", forEach: "ROW", calling: "task_management_notify_change"))
             EXCEPTION WHEN insufficient_privilege THEN
                 NULL;  -- a role that may not add triggers: the feed carries nothing but heartbeats
             END;
@@ -119,6 +95,32 @@ enum Schema {
         $do$
         """,
     ]
+
+    /// PL/pgSQL creating the trigger function `name()` running `body` (then `RETURN NULL`), when
+    /// there is none of that name (a server without the right to replace it still starts).
+    private static func triggerFunctionIfMissing(_ name: String, body: String) -> String {
+        """
+        IF to_regprocedure('\(name)()') IS NULL THEN
+            CREATE FUNCTION \(name)() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+            BEGIN
+            \(body)
+                RETURN NULL;
+            END
+            $fn$;
+        END IF;
+        """
+    }
+
+    /// PL/pgSQL creating the trigger `name` on `table` (`timing`, for each `level`, calling
+    /// `function()`), when the table has none of that name.
+    private static func triggerIfMissing(_ name: String, on table: String, _ timing: String, forEach level: String, calling function: String) -> String {
+        """
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = '\(table)'::regclass AND tgname = '\(name)') THEN
+            CREATE TRIGGER \(name) \(timing) ON \(table) FOR EACH \(level) EXECUTE PROCEDURE \(function)();
+        END IF;
+        """
+    }
 
     /// Answers to `POST /api/tasks` with an `Idempotency-Key`, kept until `expires_at`.
     static let idempotencyStatements = [

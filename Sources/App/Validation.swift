@@ -80,7 +80,6 @@ enum RequestValidation {
         return update
     }
 
-    /// `{"dark_mode": bool}`; a missing key means false, as in the original service.
     /// The list a `GET /api/tasks` asks for, and its page size when it asks for a page: `sort_by`
     /// and `sort_order` as the original reads them (anything unknown ignored); the opt-in
     /// `status` (one of the three), `limit` (1–`maxPageSize`) and `offset` (0–2147483647) are
@@ -110,6 +109,7 @@ enum RequestValidation {
         return value
     }
 
+    /// `{"dark_mode": bool}`; a missing key means false, as in the original service.
     static func darkMode(_ object: [String: JSONValue]) throws -> Bool {
         switch object["dark_mode"] {
         case nil: return false

@@ -42,7 +42,7 @@ public final class NotificationListener: Sendable {
                     let connection = try await PostgresConnection.connect(
                         id: -1, conninfo: configuration.conninfo, applicationName: configuration.applicationName + " listener",
                         timeout: configuration.connectTimeout, loop: loop, starter: connector,
-                        deadlines: .init(queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold, maxInFlight: 16),
+                        deadlines: .init(queryTimeout: configuration.queryTimeout, stallThreshold: configuration.stallThreshold, maxInFlight: PostgresConnection.inFlightPerDepth + 8),
                         transactionPooled: false, canceller: canceller,
                         onStall: { _ in }, onUnexpectedClose: onLost, onNotification: { onEvent(.notification($0)) }
                     )
