@@ -37,14 +37,14 @@ struct TaskRoutes: Sendable {
         let list = try await store.list(query, limit: (limit ?? streaming.bufferedRows) + 1)
         var response: HTTPResponse
         if let limit {
-            response = HTTPResponse.json(200, Self.body(list.tasks.prefix(limit)))
+            response = HTTPResponse.json(200, list.body(ofFirst: limit, Self.body))
             if list.tasks.count > limit {
                 var next = query
                 next.offset += limit
                 response.headers["Link"] = "<\(Self.pagePath(next, limit: limit))>; rel=\"next\""
             }
         } else if list.tasks.count <= streaming.bufferedRows {
-            response = HTTPResponse.json(200, Self.body(list.tasks[...]))
+            response = HTTPResponse.json(200, list.body(ofFirst: list.tasks.count, Self.body))
         } else {
             response = try await streamedList(query)
         }
@@ -203,11 +203,9 @@ struct TaskRoutes: Sendable {
         return response
     }
 
+    /// The task's answer body: its JSON and a newline, as Flask's `jsonify` ends it.
     static func body(_ task: TaskItem) -> [UInt8] {
-        var json = JSONWriter(capacity: 256)
-        task.write(to: &json)
-        json.newline()
-        return json.bytes
+        eventData(task) + [UInt8(ascii: "\n")]
     }
 
     /// The task's JSON as `GET /api/tasks/{id}` gives it, without the closing newline (an
@@ -226,10 +224,7 @@ struct TaskRoutes: Sendable {
     }
 
     private static func response(_ status: Int, _ settings: Tagged<SettingsItem>) -> HTTPResponse {
-        var json = JSONWriter(capacity: 96)
-        settings.value.write(to: &json)
-        json.newline()
-        var response = HTTPResponse.json(status, json.bytes)
+        var response = HTTPResponse.json(status, eventData(settings.value) + [UInt8(ascii: "\n")])
         response.headers["ETag"] = settings.etag.headerValue
         return response
     }

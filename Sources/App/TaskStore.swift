@@ -1,3 +1,4 @@
+import EventLoopCore
 import Server
 
 /// Where tasks and the settings row live: PostgreSQL in the server (`PostgresTaskStore`), an
@@ -48,8 +49,24 @@ struct Tagged<Value: Sendable>: Sendable {
 
 /// The task list, and the revision it was read at (nil when the revision cannot be told).
 struct TaskList: Sendable {
-    var tasks: [TaskItem]
-    var revision: Int64?
+    let tasks: [TaskItem]
+    let revision: Int64?
+    /// The JSON of its first tasks, made once for every request that shares this list (a read
+    /// shared by many requests is answered with one rendering, not one each).
+    private let rendered = LockedValue<(count: Int, body: [UInt8])?>(nil)
+
+    init(tasks: [TaskItem], revision: Int64?) {
+        self.tasks = tasks
+        self.revision = revision
+    }
+
+    /// The answer body of the first `count` tasks: `render` makes it, the first time.
+    func body(ofFirst count: Int, _ render: (ArraySlice<TaskItem>) -> [UInt8]) -> [UInt8] {
+        if let cached = rendered.withLock({ $0 }), cached.count == count { return cached.body }
+        let body = render(tasks.prefix(count))
+        rendered.withLock { if $0 == nil { $0 = (count, body) } }
+        return body
+    }
 }
 
 /// The preconditions of a write, from `If-Match` and `If-None-Match` (RFC 9110 §13.1.1–2).
@@ -98,7 +115,6 @@ struct RecordedAnswer: Sendable, Equatable {
     var body: [UInt8]
 }
 
-/// The columns `GET /api/tasks` may sort by (never SQL built from input).
 /// Which tasks a list holds and in which order: `sort_by` and `sort_order` as the original
 /// reads them, and the opt-in `status` filter and `offset` (rows skipped).
 struct ListQuery: Sendable, Hashable {
@@ -108,6 +124,7 @@ struct ListQuery: Sendable, Hashable {
     var offset = 0
 }
 
+/// The columns `GET /api/tasks` may sort by (never SQL built from input).
 enum TaskSortField: String, CaseIterable, Sendable {
     case status
     case createdAt = "created_at"

@@ -47,10 +47,11 @@ final class InMemoryTaskStore: TaskStore {
 
     /// The list `query` describes, whole.
     private func selected(_ query: ListQuery) -> TaskList {
-        var list = sortedList(sortBy: query.sortBy, descending: query.descending)
-        if let status = query.status { list.tasks.removeAll { $0.status != Array(status.rawValue.utf8)[...] } }
-        list.tasks.removeFirst(min(query.offset, list.tasks.count))
-        return list
+        let list = sortedList(sortBy: query.sortBy, descending: query.descending)
+        var tasks = list.tasks
+        if let status = query.status { tasks.removeAll { $0.status != Array(status.rawValue.utf8)[...] } }
+        tasks.removeFirst(min(query.offset, tasks.count))
+        return TaskList(tasks: tasks, revision: list.revision)
     }
 
     func openList(_ query: ListQuery, batchRows: Int) async throws -> any TaskListCursor {

@@ -1,3 +1,4 @@
+import EventLoopCore
 import Testing
 import Server
 @testable import App
@@ -33,5 +34,23 @@ struct TaskJSONTests {
         #expect(Self.json(tasks, escaping: false) == Self.json(tasks, escaping: true), "a list: the commas too")
         let plain = String(decoding: Self.json([tasks[1]], escaping: false), as: UTF8.self)
         #expect(plain == #"[{"created_at":"1970-01-01T00:00:00+00:00","description":"","id":0,"status":"TODO","title":"","updated_at":"2024-01-01T12:00:00.000001+00:00"}]"#)
+    }
+
+    @Test func aSharedListIsRenderedOnceForItsCountAndAfreshForAnother() {
+        let tasks = (1...3).map { TaskItem(id: $0, title: Array("t\($0)".utf8)[...], description: nil, status: Array("TODO".utf8)[...],
+                                           createdAt: Timestamp(microsecondsSinceEpoch: 0), updatedAt: Timestamp(microsecondsSinceEpoch: 0)) }
+        let list = TaskList(tasks: tasks, revision: 1)
+        let renders = LockedValue(0)
+        func render(_ slice: ArraySlice<TaskItem>) -> [UInt8] {
+            renders.withLock { $0 += 1 }
+            return Self.json(Array(slice), escaping: false)
+        }
+        let whole = list.body(ofFirst: 3, render)
+        #expect(list.body(ofFirst: 3, render) == whole)
+        let copy = list  // a copy shares what was rendered
+        #expect(copy.body(ofFirst: 3, render) == whole)
+        #expect(renders.withLock { $0 } == 1)
+        #expect(list.body(ofFirst: 2, render) == Self.json(Array(tasks.prefix(2)), escaping: false), "another count is rendered for itself")
+        #expect(renders.withLock { $0 } == 2)
     }
 }
